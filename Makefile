@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine:
+#   make run    the whole system on embedded defaults (SQLite database and broker), with demo data
+#   make test   install and run the test suite (set DATABASE_URL / CELERY_BROKER_URL for PostgreSQL / Redis)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: run test install lint schema check clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	@mkdir -p var
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo ""
+	@echo "Payments Service (local, embedded SQLite database and broker)"
+	@echo "  API:        http://127.0.0.1:$(PORT)/api/v1/"
+	@echo "  API docs:   http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "  Admin:      http://127.0.0.1:$(PORT)/admin/"
+	@echo "  Health:     http://127.0.0.1:$(PORT)/healthz  http://127.0.0.1:$(PORT)/readyz"
+	@$(PY) manage.py seed_demo
+	@echo "  Try:        curl -H 'X-API-Key: <the key above>' http://127.0.0.1:$(PORT)/api/v1/auth/whoami"
+	@echo "Starting web, worker and beat; Ctrl-C stops everything."
+	@echo ""
+	$(VENV)/bin/honcho --no-prefix start 2>/dev/null || $(VENV)/bin/honcho start
+
+test: install
+	@scripts/ensure-services.sh redis
+	@mkdir -p var
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+schema: install
+	$(PY) manage.py spectacular --validate --fail-on-warn --file var/openapi.yaml
+
+clean:
+	rm -rf var $(VENV)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BankAccountsConfig(AppConfig):
+    name = "bank_accounts"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,26 @@
+"""URL configuration. Every endpoint but the health probes, metrics and the schema requires auth."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core import views as core_views
+
+api_v1 = [
+    path("auth/whoami", core_views.WhoAmIView.as_view(), name="whoami"),
+]
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),  # /metrics
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "core.views.json_bad_request"
+handler403 = "core.views.json_permission_denied"
+handler404 = "core.views.json_not_found"
+handler500 = "core.views.json_server_error"

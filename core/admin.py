@@ -1,0 +1,49 @@
+"""Back-office views of the core models. State changes go through services (ARCHITECTURE.md §7)."""
+
+from django.contrib import admin, messages
+
+from core.auth.api_keys import api_key_revoke
+from core.dead_letters import dead_letter_replay
+from core.models import ApiKey, DeadLetter
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("role", "revoked_at")
+    search_fields = ("name", "prefix")
+    readonly_fields = ("name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
+    exclude = ("key_hash",)
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        # A key must be shown exactly once: `manage.py create_api_key --name N --role R` prints it.
+        return False
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("task_name", "queue", "attempts", "failed_at", "replay_count", "replayed_at", "replayed_by")
+    list_filter = ("queue", "task_name")
+    search_fields = ("task_name", "task_id")
+    date_hierarchy = "failed_at"
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    actions = ["replay"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Replay selected jobs (enqueue again with a fresh attempt budget)")
+    def replay(self, request, queryset):
+        for letter in queryset:
+            dead_letter_replay(dead_letter=letter, actor=request.user.get_username())
+        self.message_user(request, f"Replayed {queryset.count()} job(s).", messages.SUCCESS)

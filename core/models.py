@@ -1,0 +1,59 @@
+"""Cross-cutting models: API clients and dead-lettered jobs."""
+
+from django.db import models
+
+
+class Role(models.TextChoices):
+    SERVICE = "service", "Service"
+    SUPPORT = "support", "Support"
+    ADMIN = "admin", "Admin"
+
+
+class ApiKey(models.Model):
+    """A service client's API key. Only a SHA-256 of the key is stored; the key is shown once."""
+
+    name = models.CharField(max_length=100, unique=True)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    prefix = models.CharField(max_length=16, help_text="First characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="apikey_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role}, {self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class DeadLetter(models.Model):
+    """A background job that exhausted its queue's attempts (SPEC §7), kept for support to replay.
+
+    ``last_error`` is redacted before it is stored: it may quote data from the job.
+    """
+
+    task_name = models.CharField(max_length=200, db_index=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    queue = models.CharField(max_length=64)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField()
+    attempts = models.PositiveIntegerField()
+    failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replayed_by = models.CharField(max_length=150, blank=True)
+    replay_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-failed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} [{self.task_id}] failed after {self.attempts} attempt(s)"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SyncingConfig(AppConfig):
+    name = "syncing"
+    default_auto_field = "django.db.models.BigAutoField"

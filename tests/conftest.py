@@ -1,0 +1,58 @@
+"""Shared fixtures: API clients per role and end-user JWTs."""
+
+import time
+
+import jwt
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from core.auth.api_keys import api_key_create
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def make_api_key(db):
+    """Create an API key with a role; returns the raw key."""
+    counter = iter(range(1_000_000))
+
+    def _make(role: str = "service", name: str | None = None) -> str:
+        _, raw = api_key_create(name=name or f"test-{role}-{next(counter)}", role=role)
+        return raw
+
+    return _make
+
+
+@pytest.fixture
+def client_as(make_api_key):
+    """An APIClient authenticated with a fresh API key of ``role``."""
+
+    def _client(role: str = "service") -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=make_api_key(role))
+        return client
+
+    return _client
+
+
+@pytest.fixture
+def make_jwt():
+    """Sign an end-user token the way the identity provider would (HS256 with the configured secret)."""
+
+    def _make(sub: str = "user-1", *, secret: str | None = None, **claims) -> str:
+        now = int(time.time())
+        payload = {
+            "sub": sub,
+            "iss": settings.JWT_ISSUER,
+            "aud": settings.JWT_AUDIENCE,
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
+        return jwt.encode(payload, secret or settings.JWT_SECRET, algorithm="HS256")
+
+    return _make
