@@ -6,7 +6,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
-export PORT
+# honcho sets its own PORT per process; the web process reads WEB_PORT.
+export WEB_PORT := $(PORT)
 
 .PHONY: run test install lint schema check clean
 
@@ -31,7 +32,7 @@ run: install
 	@echo "  Try:        curl -H 'X-API-Key: <the key above>' http://127.0.0.1:$(PORT)/api/v1/auth/whoami"
 	@echo "Starting web, worker and beat; Ctrl-C stops everything."
 	@echo ""
-	$(VENV)/bin/honcho --no-prefix start 2>/dev/null || $(VENV)/bin/honcho start
+	$(VENV)/bin/honcho start
 
 test: install
 	@scripts/ensure-services.sh redis

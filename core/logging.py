@@ -66,7 +66,7 @@ class RedactionFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             self._redact_record(record)
-        except Exception:  # noqa: BLE001 - a logging filter must never raise into the caller
+        except Exception:  # a logging filter must never raise into the caller
             record.msg = "[log record could not be redacted; message suppressed]"
             record.args = None
             record.exc_info = None
@@ -85,7 +85,7 @@ class RedactionFilter(logging.Filter):
         else:
             try:
                 message = record.getMessage()
-            except Exception:  # noqa: BLE001 - bad %-args: keep what we can, masked
+            except Exception:  # bad %-args: keep what we can, masked
                 message = f"{record.msg!s} (unmergeable log args: {record.args!r})"
             record.msg = redact_text(message)
         record.args = None
@@ -174,9 +174,9 @@ class JsonFormatter(_BaseJsonFormatter):
         """``2026-11-21T10:00:00.123Z``"""
         return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging API name
+    def formatException(self, ei: Any) -> str:
         # Only reached if exc_info survived to the formatter (it does not after RedactionFilter).
         return redact_text(logging.Formatter.formatException(self, ei))
 
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging API name
+    def formatStack(self, stack_info: str) -> str:
         return redact_text(stack_info)

@@ -93,30 +93,41 @@ def _key_fragment(name: str) -> str:
 
 
 # Deduplicated (``api_key``/``apikey``/``api-key`` collapse to one alternative), longest first.
-_KEY_ALTERNATION = "|".join(
-    sorted({_key_fragment(name) for name in SENSITIVE_KEYS}, key=len, reverse=True)
-)
+# The leading look-ahead on the possible first letters lets the engine reject most positions cheaply.
+_FIRST_LETTERS = "".join(sorted({name[0].lower() for name in SENSITIVE_KEYS}))
+_FRAGMENTS = {_key_fragment(name): name for name in SENSITIVE_KEYS}
+# Drop alternatives made redundant by another one (``apikey`` is covered by ``api[_-]?key``).
+_FRAGMENTS = {
+    fragment: name
+    for fragment, name in _FRAGMENTS.items()
+    if not any(other != fragment and re.fullmatch(other, name, re.IGNORECASE) for other in _FRAGMENTS)
+}
+_KEY_ALTERNATION = f"(?=[{_FIRST_LETTERS}])(?:" + "|".join(sorted(_FRAGMENTS, key=len, reverse=True)) + ")"
 _SENSITIVE_NAME_RE = re.compile(_KEY_ALTERNATION, re.IGNORECASE)
+# Cheap pre-check: every sensitive name contains the first part of its entry (lower-cased), so text
+# that contains none of these stems cannot match the (comparatively slow) key rules.
+_STEMS = {re.split(r"[_-]", name.lower())[0] for name in SENSITIVE_KEYS}
+_NAME_STEMS: tuple[str, ...] = tuple(sorted(s for s in _STEMS if not any(o != s and o in s for o in _STEMS)))
 
 _JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 _KEY_VALUE_RE = re.compile(
     r"""
     (?P<prefix>
-        (?P<kq>\\?["'])?                                  # optional opening quote of the key
-        (?<![\w.-])                                       # key starts a token
-        [\w.-]*?(?:""" + _KEY_ALTERNATION + r""")[\w.-]*  # key containing a sensitive name
-        (?(kq)(?P=kq))                                    # matching closing quote
+        (?P<kq>\\?["'])?                      # optional opening quote of the key
+        (?<![\w.-])                           # key starts a token
+        [\w.-]*?(?:SENSITIVE_NAME)[\w.-]*     # key containing a sensitive name
+        (?(kq)(?P=kq))                         # matching closing quote
         \s*[:=]\s*
     )
     (?:
-        (?P<vq>\\")(?:(?!\\").)*\\"                       # \"escaped JSON string\"
-      | (?P<vq2>")(?:[^"\\\n]|\\.)*"                      # "double quoted"
-      | (?P<vq3>')(?:[^'\\\n]|\\.)*'                      # 'single quoted'
-      | (?:(?:bearer|basic|token|digest)\s+)?             # optional auth scheme, then
-        [^\s,;&"'{}<>]+                                   # an unquoted value
+        (?P<vq>\\")(?:(?!\\").)*\\"            # \"escaped JSON string\"
+      | (?P<vq2>")(?:[^"\\\n]|\\.)*"           # "double quoted"
+      | (?P<vq3>')(?:[^'\\\n]|\\.)*'           # 'single quoted'
+      | (?:(?:bearer|basic|token|digest)\s+)?  # optional auth scheme, then
+        [^\s,;&"'{}<>]+                        # an unquoted value
     )
-    """,
+    """.replace("SENSITIVE_NAME", _KEY_ALTERNATION),
     re.IGNORECASE | re.VERBOSE,
 )
 
@@ -131,6 +142,8 @@ _PAN_GROUPS_RE = re.compile(r"(?<![\w.-])[0-9]{4}(?:[ -][0-9]{3,6}){2,4}(?![\w-]
 _DIGIT_RUN_RE = re.compile(r"(?<![\w-])(?<![0-9]\.)[0-9]{8,19}(?![\w-])(?!\.[0-9])")
 
 _NON_DIGIT_RE = re.compile(r"[^0-9]")
+# Any 4-digit run: the PAN rule needs one (its first group) and the digit-run rule needs more.
+_HAS_4_DIGITS_RE = re.compile(r"[0-9]{4}")
 
 
 def _mask_key_value(match: re.Match[str]) -> str:
@@ -153,21 +166,35 @@ def _mask_digits(match: re.Match[str]) -> str:
     return "****" + match.group(0)[-4:]
 
 
+def _may_contain_sensitive_name(lowered: str) -> bool:
+    return any(stem in lowered for stem in _NAME_STEMS)
+
+
 def is_sensitive_key(name: object) -> bool:
     """True if ``name`` (a dict key or log ``extra`` name) matches one of ``SENSITIVE_KEYS``."""
-    return isinstance(name, str) and _SENSITIVE_NAME_RE.search(name) is not None
+    return (
+        isinstance(name, str)
+        and _may_contain_sensitive_name(name.lower())
+        and _SENSITIVE_NAME_RE.search(name) is not None
+    )
 
 
 def redact_text(text: str) -> str:
     """Return ``text`` with secrets and account numbers masked (rules in the module docstring)."""
     if not text:
         return text
-    text = _JWT_RE.sub(REDACTED_JWT, text)
-    text = _KEY_VALUE_RE.sub(_mask_key_value, text)
-    text = _AUTH_SCHEME_RE.sub(_mask_auth, text)
-    text = _API_KEY_RE.sub("psk_" + REDACTED, text)
-    text = _PAN_GROUPS_RE.sub(_mask_pan_groups, text)
-    text = _DIGIT_RUN_RE.sub(_mask_digits, text)
+    lowered = text.lower()
+    if "eyj" in lowered:
+        text = _JWT_RE.sub(REDACTED_JWT, text)
+    if ("=" in text or ":" in text) and _may_contain_sensitive_name(lowered):
+        text = _KEY_VALUE_RE.sub(_mask_key_value, text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = _AUTH_SCHEME_RE.sub(_mask_auth, text)
+    if "psk_" in text:
+        text = _API_KEY_RE.sub("psk_" + REDACTED, text)
+    if _HAS_4_DIGITS_RE.search(text):  # both digit rules need a 4-digit run
+        text = _PAN_GROUPS_RE.sub(_mask_pan_groups, text)
+        text = _DIGIT_RUN_RE.sub(_mask_digits, text)
     return text
 
 
@@ -176,7 +203,9 @@ def redact(value: Any, _depth: int = 0) -> Any:
 
     ``str`` -> ``redact_text(value)``; ``dict`` -> new dict in which the values of sensitive keys
     are ``"[REDACTED]"`` and other values are redacted recursively; ``list``/``tuple`` -> new
-    list/tuple of redacted items; anything else is returned unchanged. Containers nested deeper
+    list/tuple of redacted items; an ``int`` of 8-19 digits (an account or card number passed as a
+    number) -> its masked text, like a digit run in a string; anything else is returned unchanged.
+    Containers nested deeper
     than 32 levels (e.g. cyclic ones) are replaced by a placeholder string.
     """
     if isinstance(value, str):
@@ -191,4 +220,6 @@ def redact(value: Any, _depth: int = 0) -> Any:
             }
         items = [redact(item, _depth + 1) for item in value]
         return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, int) and not isinstance(value, bool) and 8 <= len(str(abs(value))) <= 19:
+        return redact_text(str(value))
     return value

@@ -31,11 +31,7 @@ def _check_database() -> None:
 
 def _check_broker() -> None:
     timeout = settings.READYZ_TIMEOUT_SECONDS
-    with Connection(
-        settings.CELERY_BROKER_URL,
-        connect_timeout=timeout,
-        transport_options={**settings.CELERY_BROKER_TRANSPORT_OPTIONS, "socket_timeout": timeout},
-    ) as conn:
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
 
 

@@ -82,7 +82,8 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------------------------
 # SQLite is the embedded default; DATABASE_URL (postgres://...) switches to PostgreSQL with psycopg 3.
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
+# An empty value counts as unset (production insists on a real one).
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 
 SQLITE_BUSY_TIMEOUT_MS = env.int("SQLITE_BUSY_TIMEOUT_MS", default=20000)
@@ -204,18 +205,27 @@ SPECTACULAR_SETTINGS = {
 # --- Celery ---------------------------------------------------------------------------------------
 # The embedded default is kombu's SQLAlchemy transport on a SQLite file: no broker server needed.
 # CELERY_BROKER_URL=redis://... switches to Redis (production).
-CELERY_BROKER_URL = env.str(
-    "CELERY_BROKER_URL", default=f"sqla+sqlite:///{BASE_DIR / 'var' / 'celery-broker.sqlite3'}"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or (
+    f"sqla+sqlite:///{BASE_DIR / 'var' / 'celery-broker.sqlite3'}"
 )
 # Redis: a message a dead worker had taken is handed out again after this many seconds. It must
 # exceed the longest task time limit (540 s) or long tasks would run twice.
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
-    # How often (seconds x throttle) a Redis consumer looks for such messages (kombu's defaults: 10 x 10).
-    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
-    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
-}
+
+
+def broker_transport_options(url: str) -> dict:
+    """Redis-only options (kombu's SQLAlchemy transport hands its options to create_engine)."""
+    if not url.startswith(("redis://", "rediss://")):
+        return {}
+    return {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # How often (seconds x throttle) a consumer looks for such messages (kombu's defaults: 10 x 10).
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+    }
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=4.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env, tune_database
+from config.settings.base import broker_transport_options, env, tune_database
 
 ENVIRONMENT = env.str("ENVIRONMENT", default="prod")
 DEBUG = env.bool("DEBUG", default=False)
@@ -20,6 +20,7 @@ FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY")
 HASH_KEY = env.str("HASH_KEY")
 DATABASES = {"default": tune_database(env.db_url_config(env.str("DATABASE_URL")))}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
 DEMO_API_KEY = ""
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
