@@ -42,7 +42,12 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Replay selected jobs (enqueue again with a fresh attempt budget)")
+    def has_replay_permission(self, request) -> bool:
+        return request.user.has_perm("core.replay_deadletter")
+
+    @admin.action(
+        description="Replay selected jobs (enqueue again with a fresh attempt budget)", permissions=["replay"]
+    )
     def replay(self, request, queryset):
         for letter in queryset:
             dead_letter_replay(dead_letter=letter, actor=request.user.get_username())

@@ -8,7 +8,14 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.signals import request_finished, request_started
+
         from core.auth import schema  # noqa: F401  (registers OpenAPI security schemes)
+        from core.middleware import bind_request_id, unbind_request_id
+
+        # Logging plumbing, not business flow: the request id spans the whole handler (core.middleware).
+        request_started.connect(bind_request_id, dispatch_uid="core.bind_request_id")
+        request_finished.connect(unbind_request_id, dispatch_uid="core.unbind_request_id")
 
         # Each app's jobs.py registers its scheduled jobs (core.jobs) as it is added.
         autodiscover_modules("jobs")

@@ -54,6 +54,7 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-failed_at"]
+        permissions = [("replay_deadletter", "Can replay a dead-lettered job")]
 
     def __str__(self) -> str:
         return f"{self.task_name} [{self.task_id}] failed after {self.attempts} attempt(s)"

@@ -19,6 +19,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# Tests never share the development broker file with `make run`.
+if not env.str("CELERY_BROKER_URL", default=""):
+    CELERY_BROKER_URL = f"sqla+sqlite:///{BASE_DIR / 'var' / 'test-celery-broker.sqlite3'}"
+
 # SQLite tests use a file (not :memory:) so that worker processes started by the tests share it.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}

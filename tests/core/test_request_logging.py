@@ -1,0 +1,54 @@
+"""Log lines written while serving a request carry its request id and no sensitive data."""
+
+import io
+import json
+import logging
+
+import pytest
+from django.test import override_settings
+
+from core.logging import JsonFormatter, RedactionFilter, RequestIdFilter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def json_lines():
+    """Capture the root logger's output through the project's own filters and formatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactionFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+
+
+def test_access_line_has_request_id_method_path_status(client_as, json_lines):
+    client = client_as("service")
+    client.get("/api/v1/auth/whoami?token=secret-in-query", HTTP_X_REQUEST_ID="req-access-1")
+    access = [line for line in json_lines() if line["logger"] == "payments.access"]
+    assert len(access) == 1
+    line = access[0]
+    assert line["request_id"] == "req-access-1"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/api/v1/auth/whoami", 200)
+    assert line["duration_ms"] >= 0
+    assert "secret-in-query" not in json.dumps(line)
+
+
+@override_settings(ROOT_URLCONF="tests.core.urls")
+def test_error_log_of_a_request_has_its_id_and_no_account_number(client_as, json_lines):
+    response = client_as("service").get("/test/broken", HTTP_X_REQUEST_ID="req-broken-1")
+    assert response.status_code == 500
+    lines = json_lines()
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert errors, lines
+    assert all(line["request_id"] == "req-broken-1" for line in lines)
+    text = "\n".join(json.dumps(line) for line in lines)
+    assert "RuntimeError" in text
+    assert "123456789012" not in text
+    assert "****9012" in text
