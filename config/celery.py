@@ -22,6 +22,8 @@ def _declare_queues() -> None:
 
     app.conf.task_queues = [Queue(name, routing_key=name) for name in QUEUES]
     app.conf.task_default_queue = "default"
+    # Each job names its queue (core.tasks.job); the router sends it there.
+    app.conf.task_routes = ("core.tasks.route_job",)
 
 
 _declare_queues()

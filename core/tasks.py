@@ -22,11 +22,18 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 300
 
 
+def route_job(name, args, kwargs, options, task=None, **kw):
+    """Celery router (``task_routes``): a job goes to the queue it was declared on."""
+    queue = getattr(task, "job_queue", None)
+    return {"queue": queue} if queue else None
+
+
 class JobTask(Task):
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
     attempts: int = 1
+    job_queue: str = "default"
 
     def __call__(self, *args, **kwargs):
         try:
@@ -55,7 +62,7 @@ class JobTask(Task):
             dead_letter_record(
                 task_name=self.name,
                 task_id=task_id,
-                queue=self.queue,
+                queue=self.job_queue,
                 args=args,
                 kwargs=kwargs,
                 error=exc,
@@ -74,7 +81,7 @@ def job(*, name: str, queue: str, **options):
         return app.task(
             base=JobTask,
             name=name,
-            queue=queue,
+            job_queue=queue,
             attempts=spec.attempts,
             max_retries=spec.attempts - 1,
             time_limit=spec.time_limit,

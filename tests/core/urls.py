@@ -6,7 +6,10 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rest_framework.generics import ListAPIView
+
 from core.errors import ConflictError
+from core.models import ApiKey
 from core.serializers import StrictInputSerializer
 
 
@@ -37,7 +40,22 @@ class ConflictView(APIView):
         raise ConflictError("Already in progress.", code="in_progress", details={"retry_after": 1})
 
 
+class ApiKeyOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ApiKey
+        fields = ["name", "role", "created_at"]
+
+
+class ApiKeyListView(ListAPIView):
+    """A list endpoint using the project's default pagination (cursor) and filter backend."""
+
+    queryset = ApiKey.objects.all()
+    serializer_class = ApiKeyOutput
+    filterset_fields = ["role"]
+
+
 urlpatterns = [
+    path("test/keys", ApiKeyListView.as_view()),
     path("test/echo", EchoView.as_view()),
     path("test/db-down", DatabaseDownView.as_view()),
     path("test/broken", BrokenView.as_view()),
