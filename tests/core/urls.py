@@ -3,10 +3,9 @@
 from django.db import OperationalError
 from django.urls import include, path
 from rest_framework import serializers
+from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
-
-from rest_framework.generics import ListAPIView
 
 from core.errors import ConflictError
 from core.models import ApiKey
