@@ -56,3 +56,6 @@ def make_jwt():
         return jwt.encode(payload, secret or settings.JWT_SECRET, algorithm="HS256")
 
     return _make
+
+
+from tests.sandbox_fixtures import sandbox, sandbox_server  # noqa: E402,F401  (fixtures)

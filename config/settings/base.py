@@ -277,5 +277,57 @@ SESSION_COOKIE_HTTPONLY = True
 # --- Health ---------------------------------------------------------------------------------------
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
 
+# --- Processors and outbound integrations (docs/processors.md) --------------------------------------
+# Empty by default: production must set them; local and test point them at the sandbox (SANDBOX_URL).
+SANDBOX_URL = env.str("SANDBOX_URL", default="")
+
+USIO_BASE_URL = env.str("USIO_BASE_URL", default="")
+USIO_CONNECT_TIMEOUT = env.float("USIO_CONNECT_TIMEOUT", default=3.05)
+USIO_READ_TIMEOUT = env.float("USIO_READ_TIMEOUT", default=30.0)
+# One set of credentials per Usio merchant account (processors.md): master (tokens), subscription debit,
+# float debit, float credit, loan.
+USIO_ACCOUNT_NAMES = ("master", "subscription", "float_debit", "float_credit", "loan")
+USIO_DEFAULT_MERCHANT_IDS = {
+    "master": "10790868",
+    "subscription": "29111679",
+    "float_debit": "29063402",
+    "float_credit": "",
+    "loan": "",
+}
+USIO_ACCOUNTS = {
+    name: {
+        "merchant_id": env.str(f"USIO_{name.upper()}_MERCHANT_ID", default=USIO_DEFAULT_MERCHANT_IDS[name]),
+        "login": env.str(f"USIO_{name.upper()}_LOGIN", default=""),
+        "password": env.str(f"USIO_{name.upper()}_PASSWORD", default=""),
+    }
+    for name in USIO_ACCOUNT_NAMES
+}
+
+JPM_BASE_URL = env.str("JPM_BASE_URL", default="")
+JPM_TOKEN_URL = env.str("JPM_TOKEN_URL", default="")
+JPM_CLIENT_ID = env.str("JPM_CLIENT_ID", default="")
+# private_key_jwt: the client assertion is signed with this RSA key (PEM file), key id JPM_KEY_ID.
+JPM_PRIVATE_KEY_PATH = env.str("JPM_PRIVATE_KEY_PATH", default="")
+JPM_KEY_ID = env.str("JPM_KEY_ID", default="")
+# Optional mutual TLS (client certificate and key files) and CA bundle for JPM's server certificate.
+JPM_MTLS_CERT_PATH = env.str("JPM_MTLS_CERT_PATH", default="")
+JPM_MTLS_KEY_PATH = env.str("JPM_MTLS_KEY_PATH", default="")
+JPM_CA_BUNDLE = env.str("JPM_CA_BUNDLE", default="")
+# Optional JWS (RS256) signing of request bodies; the key defaults to JPM_PRIVATE_KEY_PATH.
+JPM_SIGN_REQUESTS = env.bool("JPM_SIGN_REQUESTS", default=False)
+JPM_SIGNING_KEY_PATH = env.str("JPM_SIGNING_KEY_PATH", default="")
+JPM_ACCOUNT_ID = env.str("JPM_ACCOUNT_ID", default="")
+JPM_ACCOUNT_ROUTING_NUMBER = env.str("JPM_ACCOUNT_ROUTING_NUMBER", default="")
+JPM_COMPANY_NAME = env.str("JPM_COMPANY_NAME", default="")
+JPM_CONNECT_TIMEOUT = env.float("JPM_CONNECT_TIMEOUT", default=3.05)
+JPM_READ_TIMEOUT = env.float("JPM_READ_TIMEOUT", default=30.0)
+# Shared secret of the JPM webhook signature (SPEC §10: X-JPM-Signature: t=<unix>,v1=<hex>).
+JPM_WEBHOOK_SECRET = env.str("JPM_WEBHOOK_SECRET", default="")
+
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+TRANSACTION_SERVICE_URL = env.str("TRANSACTION_SERVICE_URL", default="")
+OUTBOUND_CONNECT_TIMEOUT = env.float("OUTBOUND_CONNECT_TIMEOUT", default=3.05)
+OUTBOUND_READ_TIMEOUT = env.float("OUTBOUND_READ_TIMEOUT", default=10.0)
+
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")

@@ -1,0 +1,69 @@
+"""`python -m sandbox [--host H] [--port P] [--keys-dir D] [--hang-seconds S]`: serve the fake processors.
+
+Prints ``SANDBOX_READY http://H:P`` once it listens (``--port 0`` picks a free port). Every option also reads an
+environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_KEYS_DIR, SANDBOX_HANG_SECONDS,
+SANDBOX_JPM_WEBHOOK_URL, SANDBOX_JPM_WEBHOOK_SECRET, SANDBOX_RTP_ROUTING_NUMBERS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from sandbox.app import SandboxApp
+from sandbox.core import SandboxConfig
+from sandbox.defaults import DEFAULT_HOST, DEFAULT_PORT, SANDBOX_JPM_WEBHOOK_SECRET
+from sandbox.keys import ensure_dev_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=env("SANDBOX_HOST", DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(env("SANDBOX_PORT", DEFAULT_PORT)))
+    parser.add_argument("--keys-dir", default=env("SANDBOX_KEYS_DIR", str(ROOT / "var" / "sandbox")),
+                        help="where the JPM client's development key pair lives (created if missing)")
+    parser.add_argument("--hang-seconds", type=float, default=float(env("SANDBOX_HANG_SECONDS", "35")),
+                        help="how long a 'timeout' answer waits (longer than the clients' read timeout)")
+    parser.add_argument("--jpm-webhook-url", default=env("SANDBOX_JPM_WEBHOOK_URL",
+                                                         "http://127.0.0.1:8000/webhooks/jpm"))
+    parser.add_argument("--jpm-webhook-secret", default=env("SANDBOX_JPM_WEBHOOK_SECRET",
+                                                            SANDBOX_JPM_WEBHOOK_SECRET))
+    parser.add_argument("--rtp-routing-numbers", default=env("SANDBOX_RTP_ROUTING_NUMBERS",
+                                                             "021000021,011000015,026009593"))
+    parser.add_argument("--init-keys", action="store_true", help="create the development keys and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    _, public_key = ensure_dev_keys(args.keys_dir)
+    if args.init_keys:
+        print(f"sandbox keys in {args.keys_dir}")
+        return
+    config = SandboxConfig(
+        host=args.host, port=args.port, hang_seconds=args.hang_seconds, jpm_public_key_path=str(public_key),
+        jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
+        rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server(args.host, args.port, SandboxApp(config), threaded=True)
+    print(f"SANDBOX_READY http://{args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
