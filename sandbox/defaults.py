@@ -14,5 +14,5 @@ SANDBOX_USIO_MERCHANT_IDS = {
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8900
 # Development-only secret of the JPM webhook signature, shared by the sandbox and the local settings.
-SANDBOX_JPM_WEBHOOK_SECRET = "local-dev-only-jpm-webhook-secret"  # noqa: S105
+SANDBOX_JPM_WEBHOOK_SECRET = "local-dev-only-jpm-webhook-secret"
 SANDBOX_JPM_CLIENT_ID = "sandbox-client"
