@@ -129,10 +129,12 @@ class HttpClient:
         headers: dict | None = None,
         audit_body: Any = None,
         url: str | None = None,
+        audit_url: str | None = None,
     ) -> tuple[requests.Response, Exchange]:
         """Send one request; return the response and its audit record, or raise a typed error.
 
-        ``audit_body`` is what to record instead of the wire body (e.g. the JSON inside a JWS).
+        ``audit_body`` is what to record instead of the wire body (e.g. the JSON inside a JWS);
+        ``audit_url`` what to record instead of a URL that is itself a secret (a Slack webhook).
         """
         target = url or self._url(path)
         recorded = _redacted_body(audit_body if audit_body is not None else (json_body if json_body is not None
@@ -141,7 +143,7 @@ class HttpClient:
             "processor": self.processor,
             "operation": operation,
             "method": method,
-            "url": redact_text(target),
+            "url": audit_url or redact_text(target),
             "request_body": recorded,
             "request_headers": _redacted_headers(headers or {}),
         }
