@@ -6,8 +6,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+SANDBOX_PORT ?= 8900
 # honcho sets its own PORT per process; the web process reads WEB_PORT.
 export WEB_PORT := $(PORT)
+export SANDBOX_PORT
+# The service talks to the sandbox; the sandbox delivers JPM callbacks to the service.
+export SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
+export SANDBOX_JPM_WEBHOOK_URL := http://127.0.0.1:$(PORT)/webhooks/jpm
 
 .PHONY: run test install lint schema check clean
 
@@ -22,15 +27,17 @@ run: install
 	@mkdir -p var
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(PY) -m sandbox --init-keys
 	@echo ""
 	@echo "Payments Service (local, embedded SQLite database and broker)"
 	@echo "  API:        http://127.0.0.1:$(PORT)/api/v1/"
 	@echo "  API docs:   http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Admin:      http://127.0.0.1:$(PORT)/admin/"
 	@echo "  Health:     http://127.0.0.1:$(PORT)/healthz  http://127.0.0.1:$(PORT)/readyz"
+	@echo "  Sandbox:    http://127.0.0.1:$(SANDBOX_PORT)/_control/requests  (fake JPM, Usio, Slack, Transaction Service)"
 	@$(PY) manage.py seed_demo
 	@echo "  Try:        curl -H 'X-API-Key: <the key above>' http://127.0.0.1:$(PORT)/api/v1/auth/whoami"
-	@echo "Starting web, worker and beat; Ctrl-C stops everything."
+	@echo "Starting web, worker, beat and the processor sandbox; Ctrl-C stops everything."
 	@echo ""
 	$(VENV)/bin/honcho start
 
