@@ -10,7 +10,9 @@ Fault modes (``POST /_control/faults``) apply to the next N calls of an operatio
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import fields
 from decimal import Decimal
 
 from werkzeug.exceptions import HTTPException
@@ -32,6 +34,7 @@ def _service_classes():
 class SandboxApp:
     def __init__(self, config: SandboxConfig | None = None):
         self.ctx = Context(config=config or SandboxConfig())
+        self._initial_config = copy.deepcopy(self.ctx.config)
         for cls in _service_classes():
             service = cls(self.ctx)
             self.ctx.services[service.name] = service
@@ -63,7 +66,7 @@ class SandboxApp:
             response = service.handle(request, subpath)
         self.ctx.log.add(service=service.name, operation=operation, method=request.method, path=request.path,
                          body=service.log_body(request), status=response.status_code, fault=mode)
-        if mode == "timeout":
+        if mode == "timeout" or getattr(response, "hang_after", False):
             sleep_for_hang(self.ctx)
         elif mode == "malformed":
             response = Response(MALFORMED_BODY, status=200, mimetype="application/json")
@@ -75,6 +78,8 @@ class SandboxApp:
         body = request_json(request) or {}
         route = (request.method, subpath.rstrip("/"))
         if route == ("POST", "reset"):
+            for item in fields(ctx.config):  # settings PATCHed at run time go back to the start-up values
+                setattr(ctx.config, item.name, copy.deepcopy(getattr(self._initial_config, item.name)))
             ctx.clock.reset()
             ctx.faults.reset()
             ctx.log.reset()

@@ -192,3 +192,10 @@ class SandboxService:
 
 def sleep_for_hang(ctx: Context) -> None:
     time.sleep(ctx.config.hang_seconds)
+
+
+def hang_after(response: Response) -> Response:
+    """Mark an answer to be sent only after ``hang_seconds``: the request was processed (and is logged at
+    once), but the client times out first. The app does the waiting, after logging."""
+    response.hang_after = True
+    return response

@@ -1,0 +1,253 @@
+"""Usio JSON → our dataclasses and typed errors (processors.md, "Usio"; shapes in docs/sandbox.md "Usio").
+
+Everything Usio-shaped is read here and nowhere else: the rest of the project sees frozen dataclasses and
+``integrations.errors``. The shapes marked *assumed* in processors.md (RTPAccountCheck's answer, the balance,
+GetTransactionList, RefreshToken) are decided in this module, so a correction touches only this file.
+
+Envelope (known): HTTP 200 even for failures, ``{"Confirmation", "Message", "Status": "success"|"failure"}``.
+A failure's ``Message`` starts with a code: ``"5030: Unable to locate record"`` (numeric) or ``"R02: Account
+closed"`` (NACHA). Credential failures (``1001``, assumed) are ``ProcessorAuthError``; any other failure is
+``ProcessorDeclined(code=…)``; an answer without a valid ``Status`` or a required field is
+``ProcessorProtocolError``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from integrations.errors import ProcessorAuthError, ProcessorDeclined, ProcessorProtocolError
+from integrations.http import Exchange
+
+PROCESSOR = "usio"
+
+#: Failure codes that mean "your credentials were refused" (assumed; the sandbox answers 1001).
+AUTH_CODES = frozenset({"1001"})
+#: "Unable to locate record": a lookup that found nothing.
+NOT_FOUND_CODE = "5030"
+
+TRANSACTION_TYPES = ("debit", "credit")
+TRANSACTION_STATUSES = ("settled", "returned", "chargeback", "failed", "pending")
+#: Our report names → the wire ``ReportType`` (assumed).
+REPORT_TYPES = {"transactions": "transactions", "ach_returns": "achreturns", "chargebacks": "chargebacks"}
+
+_CODED_MESSAGE = re.compile(r"^\s*(R\d{2}|\d+)\s*:\s*(.*)$", re.DOTALL | re.IGNORECASE)
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsioPaymentResult:
+    """An accepted submission (payment, credit, refund): Usio's ``Confirmation`` is the transaction id."""
+
+    confirmation: str
+    message: str
+    exchange: Exchange = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UsioRtpEligibility:
+    eligible: bool
+    message: str
+    exchange: Exchange = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UsioBalance:
+    amount: Decimal
+    exchange: Exchange = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UsioTokenRefresh:
+    """A new token for the same card. ``token`` is a secret: kept out of ``repr`` and of the exchange."""
+
+    token: str = field(repr=False)
+    exchange: Exchange = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UsioTransaction:
+    """One transaction of a report or a lookup.
+
+    ``reference`` is our client reference (``AdditionalSearch``); ``return_code`` is the NACHA code of a return
+    or the chargeback reason; ``refunded_amount`` / ``original_confirmation`` are set on card refunds.
+    """
+
+    confirmation: str
+    transaction_type: str  # debit | credit
+    amount: Decimal
+    status: str  # settled | returned | chargeback | failed | pending
+    transaction_date: datetime
+    return_code: str | None = None
+    reference: str | None = None
+    account_mask: str | None = None
+    return_date: datetime | None = None
+    chargeback_date: datetime | None = None
+    refunded_amount: Decimal = Decimal("0.00")
+    original_confirmation: str | None = None
+
+
+@dataclass(frozen=True)
+class UsioTransactionList:
+    transactions: tuple[UsioTransaction, ...]
+    exchange: Exchange = field(repr=False)
+
+
+# --- parsing ------------------------------------------------------------------------------------------------
+
+
+def _protocol_error(message: str, operation: str, exchange: Exchange) -> ProcessorProtocolError:
+    return ProcessorProtocolError(message, processor=PROCESSOR, operation=operation, exchange=exchange)
+
+
+def split_code(message: str) -> tuple[str, str]:
+    """``"5030: Unable to locate record"`` → ``("5030", "Unable to locate record")``; no code → ``"unknown"``."""
+    match = _CODED_MESSAGE.match(message or "")
+    if not match:
+        return "unknown", (message or "").strip()
+    return match.group(1).upper(), match.group(2).strip()
+
+
+def check_envelope(data: Any, *, operation: str, exchange: Exchange, required: tuple[str, ...] = ()) -> dict:
+    """The answer as a dict once it is a ``success``; raises the typed error of a failure or a broken answer."""
+    if not isinstance(data, dict):
+        raise _protocol_error("answer is not a JSON object", operation, exchange)
+    status = data.get("Status")
+    status = status.strip().lower() if isinstance(status, str) else None
+    if status not in ("success", "failure"):
+        raise _protocol_error("answer has no valid Status", operation, exchange)
+    if status == "failure":
+        message = data.get("Message")
+        code, text = split_code(message if isinstance(message, str) else "")
+        if code in AUTH_CODES:
+            raise ProcessorAuthError(text or "credentials refused", processor=PROCESSOR, operation=operation,
+                                     exchange=exchange)
+        raise ProcessorDeclined(text or "declined", code=code, processor=PROCESSOR, operation=operation,
+                                exchange=exchange)
+    missing = [name for name in required if data.get(name) in (None, "")]
+    if missing:
+        raise _protocol_error(f"answer lacks {', '.join(missing)}", operation, exchange)
+    return data
+
+
+def _message(data: dict) -> str:
+    message = data.get("Message")
+    return message if isinstance(message, str) else ""
+
+
+def _decimal(value: Any, name: str, operation: str, exchange: Exchange) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _protocol_error(f"{name} is not a number", operation, exchange)
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise _protocol_error(f"{name} is not a number", operation, exchange) from exc
+    if not amount.is_finite():
+        raise _protocol_error(f"{name} is not a number", operation, exchange)
+    return amount.quantize(Decimal("0.01"))
+
+
+def _datetime(value: Any, name: str, operation: str, exchange: Exchange) -> datetime:
+    """ISO 8601; a value without an offset is read as UTC (assumed: the sandbox always sends the offset)."""
+    if not isinstance(value, str):
+        raise _protocol_error(f"{name} is not a date", operation, exchange)
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise _protocol_error(f"{name} is not an ISO 8601 date", operation, exchange) from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _optional_str(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    return str(value)
+
+
+def payment_result(data: Any, *, operation: str, exchange: Exchange) -> UsioPaymentResult:
+    """SubmitTokenPayment, SubmitACHPayment, PinlessCredit, RTPCredit, SubmitCCVoid: ``Confirmation`` required."""
+    body = check_envelope(data, operation=operation, exchange=exchange, required=("Confirmation",))
+    return UsioPaymentResult(confirmation=str(body["Confirmation"]), message=_message(body), exchange=exchange)
+
+
+def rtp_eligibility(data: Any, *, operation: str, exchange: Exchange) -> UsioRtpEligibility:
+    """RTPAccountCheck (assumed): a success whose ``Message`` is ``Eligible`` or ``Not Eligible``."""
+    body = check_envelope(data, operation=operation, exchange=exchange)
+    message = _message(body)
+    answer = " ".join(message.lower().replace("-", " ").split())
+    if answer == "eligible":
+        return UsioRtpEligibility(eligible=True, message=message, exchange=exchange)
+    if answer in ("not eligible", "ineligible"):
+        return UsioRtpEligibility(eligible=False, message=message, exchange=exchange)
+    raise _protocol_error("RTPAccountCheck answer is neither Eligible nor Not Eligible", operation, exchange)
+
+
+def balance(data: Any, *, operation: str, exchange: Exchange) -> UsioBalance:
+    """GetPrefundingBalance (assumed): ``{Status, Message, Balance}``, ``Balance`` a decimal string or number."""
+    body = check_envelope(data, operation=operation, exchange=exchange, required=("Balance",))
+    return UsioBalance(amount=_decimal(body["Balance"], "Balance", operation, exchange), exchange=exchange)
+
+
+def token_refresh(data: Any, *, operation: str, exchange: Exchange) -> UsioTokenRefresh:
+    """RefreshToken (assumed): the new token is the ``Confirmation``."""
+    body = check_envelope(data, operation=operation, exchange=exchange, required=("Confirmation",))
+    return UsioTokenRefresh(token=str(body["Confirmation"]), exchange=exchange)
+
+
+def transaction(item: Any, *, operation: str, exchange: Exchange) -> UsioTransaction:
+    """One entry of ``Transactions`` (GetTransactionList, or GetTransactionDetails with ``AdditionalSearch1``)."""
+    if not isinstance(item, dict):
+        raise _protocol_error("a transaction is not a JSON object", operation, exchange)
+    confirmation = item.get("Confirmation")
+    if not confirmation:
+        raise _protocol_error("a transaction lacks Confirmation", operation, exchange)
+    kind = str(item.get("TransactionType") or "").strip().lower()
+    if kind not in TRANSACTION_TYPES:
+        raise _protocol_error(f"unknown TransactionType {kind!r}", operation, exchange)
+    status = str(item.get("Status") or "").strip().lower()
+    if status not in TRANSACTION_STATUSES:
+        raise _protocol_error(f"unknown transaction Status {status!r}", operation, exchange)
+    reference = item.get("AdditionalSearch", item.get("AdditionalSearch1"))
+    return UsioTransaction(
+        confirmation=str(confirmation),
+        transaction_type=kind,
+        amount=_decimal(item.get("Amount"), "Amount", operation, exchange),
+        status=status,
+        transaction_date=_datetime(item.get("TransactionDate"), "TransactionDate", operation, exchange),
+        return_code=_optional_str(item.get("ReturnCode")),
+        reference=_optional_str(reference),
+        account_mask=_optional_str(item.get("AccountMask")),
+        return_date=(_datetime(item["ReturnDate"], "ReturnDate", operation, exchange)
+                     if item.get("ReturnDate") else None),
+        chargeback_date=(_datetime(item["ChargebackDate"], "ChargebackDate", operation, exchange)
+                         if item.get("ChargebackDate") else None),
+        refunded_amount=(_decimal(item["RefundedAmount"], "RefundedAmount", operation, exchange)
+                         if item.get("RefundedAmount") not in (None, "") else Decimal("0.00")),
+        original_confirmation=_optional_str(item.get("OriginalConfirmation")),
+    )
+
+
+def transaction_details(data: Any, *, operation: str, exchange: Exchange) -> UsioTransactionList:
+    """GetTransactionDetails: like ``transaction_list``, but "5030: Unable to locate record" is an empty answer."""
+    if isinstance(data, dict) and str(data.get("Status", "")).strip().lower() == "failure":
+        message = data.get("Message")
+        if split_code(message if isinstance(message, str) else "")[0] == NOT_FOUND_CODE:
+            return UsioTransactionList(transactions=(), exchange=exchange)
+    return transaction_list(data, operation=operation, exchange=exchange)
+
+
+def transaction_list(data: Any, *, operation: str, exchange: Exchange) -> UsioTransactionList:
+    """GetTransactionList / GetTransactionDetails: ``{Status, Message, Transactions: [...]}``."""
+    body = check_envelope(data, operation=operation, exchange=exchange)
+    items = body.get("Transactions")
+    if not isinstance(items, list):
+        raise _protocol_error("answer lacks a Transactions list", operation, exchange)
+    return UsioTransactionList(
+        transactions=tuple(transaction(item, operation=operation, exchange=exchange) for item in items),
+        exchange=exchange,
+    )
