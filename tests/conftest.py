@@ -1,5 +1,8 @@
-"""Shared fixtures: API clients per role and end-user JWTs."""
+"""Shared fixtures: API clients per role, end-user JWTs, captured JSON log lines, the sandbox."""
 
+import io
+import json
+import logging
 import time
 
 import jwt
@@ -8,6 +11,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from core.auth.api_keys import api_key_create
+from core.logging import JsonFormatter, RedactionFilter, RequestIdFilter
 
 
 @pytest.fixture
@@ -56,6 +60,25 @@ def make_jwt():
         return jwt.encode(payload, secret or settings.JWT_SECRET, algorithm="HS256")
 
     return _make
+
+
+@pytest.fixture
+def json_lines():
+    """The root logger's output, at INFO, through the project's own filters and formatter, as parsed lines."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactionFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 from tests.sandbox_fixtures import sandbox, sandbox_server  # noqa: E402,F401  (fixtures)

@@ -1,31 +1,11 @@
 """Log lines written while serving a request carry its request id and no sensitive data."""
 
-import io
 import json
-import logging
 
 import pytest
 from django.test import override_settings
 
-from core.logging import JsonFormatter, RedactionFilter, RequestIdFilter
-
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def json_lines():
-    """Capture the root logger's output through the project's own filters and formatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RequestIdFilter())
-    handler.addFilter(RedactionFilter())
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
 
 
 def test_access_line_has_request_id_method_path_status(client_as, json_lines):

@@ -1,8 +1,6 @@
 """The Usio client against the sandbox over real HTTP: every operation, every error class, no retries, no leaks."""
 
-import io
 import json
-import logging
 import socket
 import time
 import uuid
@@ -11,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 
-from core.logging import JsonFormatter, RedactionFilter, RequestIdFilter
 from integrations.errors import (
     ProcessorAuthError,
     ProcessorConfigurationError,
@@ -565,25 +562,6 @@ def test_client_repr_has_no_credentials(settings):
 
 
 # --- logs -----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def json_lines():
-    """The root logger's output through the project's own filters and formatter, at INFO."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RequestIdFilter())
-    handler.addFilter(RedactionFilter())
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def test_logs_name_the_call_but_never_credentials_tokens_or_account_numbers(sandbox, settings, json_lines):
