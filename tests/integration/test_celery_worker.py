@@ -57,31 +57,20 @@ def _assert_touched_by(marker: Path, worker) -> None:
 # --- A worker executes a job ----------------------------------------------------------------------
 
 
-def test_worker_on_redis_executes_a_job(start_worker, redis_broker, tmp_path):
+@pytest.mark.parametrize("broker", ["redis", "embedded"], indirect=True)
+def test_worker_executes_a_job(start_worker, broker, tmp_path):
+    """On Redis (production) and on the embedded SQLite broker (`make run`'s default)."""
     marker = tmp_path / "touched"
-    purge(redis_broker, [tasks.TOUCH_QUEUE])
-    publish(redis_broker, tasks.touch, [str(marker)])
+    purge(broker, [tasks.TOUCH_QUEUE])
+    publish(broker, tasks.touch, [str(marker)])
     # The message sits on the job's own queue on the broker under test until a worker takes it.
-    assert queue_size(redis_broker, tasks.TOUCH_QUEUE) == 1
+    assert queue_size(broker, tasks.TOUCH_QUEUE) == 1
 
-    worker = start_worker(redis_broker, [tasks.TOUCH_QUEUE], purge_first=False)
-
-    wait_for(marker.exists, timeout=JOB_TIMEOUT, what="the marker file")
-    _assert_touched_by(marker, worker)
-    assert queue_size(redis_broker, tasks.TOUCH_QUEUE) == 0
-
-
-def test_worker_on_embedded_broker_executes_a_job(start_worker, embedded_broker, tmp_path):
-    marker = tmp_path / "touched"
-    purge(embedded_broker, [tasks.TOUCH_QUEUE])
-    publish(embedded_broker, tasks.touch, [str(marker)])
-    assert queue_size(embedded_broker, tasks.TOUCH_QUEUE) == 1
-
-    worker = start_worker(embedded_broker, [tasks.TOUCH_QUEUE], purge_first=False)
+    worker = start_worker(broker, [tasks.TOUCH_QUEUE], purge_first=False)
 
     wait_for(marker.exists, timeout=JOB_TIMEOUT, what="the marker file")
     _assert_touched_by(marker, worker)
-    assert queue_size(embedded_broker, tasks.TOUCH_QUEUE) == 0
+    assert queue_size(broker, tasks.TOUCH_QUEUE) == 0
 
 
 # --- Attempts and dead letters --------------------------------------------------------------------
