@@ -110,6 +110,9 @@ def sandbox_server(tmp_path_factory):
 
 @pytest.fixture
 def sandbox(sandbox_server) -> SandboxHandle:
-    """The session's sandbox, reset (ledger, clock, faults, request log) before the test."""
+    """The session's sandbox, reset (ledger, clock, faults, request log, tokens) before the test."""
+    from integrations.jpm import clear_token_cache
+
     sandbox_server.reset()
+    clear_token_cache()  # the sandbox forgot the tokens it issued; the client must not reuse one
     return sandbox_server
