@@ -1,6 +1,6 @@
 """The sandbox framework: clock, fault injection, request log, and the service plug-in interface.
 
-Each fake (``sandbox/usio.py``, ``sandbox/jpm.py``, ``sandbox/outbound.py``) is a ``SandboxService``
+Each fake (``sandbox/usio.py``, ``sandbox/jpm/``, ``sandbox/outbound.py``) is a ``SandboxService``
 mounted under ``/<name>/``; ``sandbox/app.py`` dispatches to them and serves the control API.
 """
 
