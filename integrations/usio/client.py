@@ -163,7 +163,7 @@ class UsioClient(HttpClient):
             extra["reference"] = reference
         if code:
             extra["usio_code"] = code
-        logger.log(level, "usio %s: %s", operation, outcome, extra=extra)
+        logger.log(level, "usio %s -> %s", operation, outcome, extra=extra)
 
     # --- payments -------------------------------------------------------------------------------------------
     def submit_token_payment(self, *, token: str, amount: Decimal, reference: str, description: str | None = None,

@@ -582,6 +582,8 @@ def test_logs_name_the_call_but_never_credentials_tokens_or_account_numbers(sand
     assert lines[0]["usio_account"] == "float_debit"
     assert lines[-1]["usio_code"] == "51"
     assert lines[-1]["level"] == "WARNING"
+    # the message is readable: not mistaken for a "token: value" pair by the redaction filter
+    assert lines[0]["message"] == "usio SubmitTokenPayment -> success"
     text = "\n".join(json.dumps(line) for line in json_lines())
     for secret in [*secrets, refreshed.token]:
         assert secret not in text
