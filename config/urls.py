@@ -8,6 +8,10 @@ from core import views as core_views
 
 api_v1 = [
     path("auth/whoami", core_views.WhoAmIView.as_view(), name="whoami"),
+    path("", include("cards.urls")),
+    path("", include("bank_accounts.urls")),
+    path("", include("blocklist.urls")),
+    path("", include("fraud.urls")),
 ]
 
 urlpatterns = [

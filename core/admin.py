@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 
 from core.auth.api_keys import api_key_revoke
 from core.dead_letters import dead_letter_replay
-from core.models import ApiKey, DeadLetter
+from core.models import ApiKey, AuditEntry, DeadLetter
 
 
 @admin.register(ApiKey)
@@ -52,3 +52,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
         for letter in queryset:
             dead_letter_replay(dead_letter=letter, actor=request.user.get_username())
         self.message_user(request, f"Replayed {queryset.count()} job(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ("at", "actor", "action", "target_type", "target_id", "user_id", "reason")
+    list_filter = ("action", "target_type")
+    search_fields = ("user_id", "target_id", "actor")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in AuditEntry._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,4 +1,4 @@
-"""Cross-cutting models: API clients and dead-lettered jobs."""
+"""Cross-cutting models: API clients, dead-lettered jobs, the audit trail."""
 
 from django.db import models
 
@@ -58,3 +58,27 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} [{self.task_id}] failed after {self.attempts} attempt(s)"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which record, and why: every support/admin change of state (append-only).
+
+    ``changes`` holds field names and non-sensitive new values only (never tokens or account numbers).
+    """
+
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    user_id = models.CharField(max_length=64, blank=True, db_index=True)
+    reason = models.TextField()
+    changes = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_type}:{self.target_id}"
