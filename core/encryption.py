@@ -85,6 +85,10 @@ class EncryptedCharField(library.EncryptedCharField):
         return models.CharField.to_python(self, value)
 
     def get_db_prep_save(self, value, connection):
+        if hasattr(value, "resolve_expression"):
+            # An expression (F(), Value(), a subquery) is SQL, not plaintext: encrypting its repr would store
+            # garbage. Whoever writes an expression writes ciphertext (or refuses to).
+            return value
         value = models.CharField.get_db_prep_save(self, value, connection)
         if value is None:
             return None

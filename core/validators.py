@@ -11,10 +11,10 @@ from typing import Any
 from core.errors import ValidationError
 
 USER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-ROUTING_NUMBER = re.compile(r"^\d{9}$")
-ACCOUNT_NUMBER = re.compile(r"^\d{4,17}$")
+ROUTING_NUMBER = re.compile(r"^\d{9}$", re.ASCII)  # ASCII: "\d" would also accept full-width digits
+ACCOUNT_NUMBER = re.compile(r"^\d{4,17}$", re.ASCII)
 # 13-19 digits, optionally grouped by single spaces or dashes (how people paste card numbers).
-_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)", re.ASCII)
 CVV_KEYS = frozenset({"cvv", "cvv2", "cvc", "cvc2", "cid", "csc", "security_code", "securitycode", "card_code"})
 
 

@@ -119,3 +119,11 @@ def test_audit_requires_a_reason_and_redacts_changes():
     entry = audit_record(actor="mx", action="card.override", target_type="card", target_id="1", reason="customer",
                          user_id="u-1", changes={"is_valid": True, "token": "tok-secret"})
     assert entry.changes == {"is_valid": True, "token": "[REDACTED]"}
+
+
+@pytest.mark.parametrize("digits", ["\uff10\uff12\uff11\uff10\uff10\uff10\uff10\uff12\uff11", "٠٢١٠٠٠٠٢١"])
+def test_non_ascii_digits_are_not_bank_numbers(digits):
+    with pytest.raises(ValidationError):
+        validate_routing_number(digits)
+    with pytest.raises(ValidationError):
+        validate_account_number(digits)
