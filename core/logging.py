@@ -93,6 +93,9 @@ class RedactionFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name in STANDARD_RECORD_ATTRS or name.startswith("_"):
                 continue
+            if hasattr(value, "META") and hasattr(value, "path") and hasattr(value, "method"):
+                # Django's request logger attaches the request; its repr carries the query string.
+                value = f"{value.method} {value.path}"
             record.__dict__[name] = REDACTED if is_sensitive_key(name) else redact(value)
 
         if record.exc_info:

@@ -135,8 +135,9 @@ _AUTH_SCHEME_RE = re.compile(r"\b(?P<scheme>bearer|basic)\s+(?!\[REDACTED\])[^\s
 
 _API_KEY_RE = re.compile(r"(?<![A-Za-z0-9])psk_[\w-](?:[\w.-]*[\w-])?")
 
-# Grouped card numbers: 4 digits, then 2-4 groups of 3-6 digits joined by one space or dash.
-_PAN_GROUPS_RE = re.compile(r"(?<![\w.-])[0-9]{4}(?:[ -][0-9]{3,6}){2,4}(?![\w-])(?!\.[0-9])")
+# Grouped card numbers: 4 digits, then 2-4 groups of 3-6 digits joined by one space or dash, or by their
+# URL-encoded forms ("+", "%20") as they appear in a logged query string.
+_PAN_GROUPS_RE = re.compile(r"(?<![\w.-])[0-9]{4}(?:(?:[ +-]|%20)[0-9]{3,6}){2,4}(?![\w-])(?!\.[0-9])")
 
 # 8-19 digits not touching a word character or '-', and not part of a decimal number.
 _DIGIT_RUN_RE = re.compile(r"(?<![\w-])(?<![0-9]\.)[0-9]{8,19}(?![\w-])(?!\.[0-9])")

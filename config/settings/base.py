@@ -329,5 +329,9 @@ TRANSACTION_SERVICE_URL = env.str("TRANSACTION_SERVICE_URL", default="")
 OUTBOUND_CONNECT_TIMEOUT = env.float("OUTBOUND_CONNECT_TIMEOUT", default=3.05)
 OUTBOUND_READ_TIMEOUT = env.float("OUTBOUND_READ_TIMEOUT", default=10.0)
 
+# --- Domain rules -----------------------------------------------------------------------------------
+# A user may save (add or replace) a debit card at most this many times in 30 days (SPEC §8).
+DEBIT_CARD_MAX_CHANGES = env.int("DEBIT_CARD_MAX_CHANGES", default=3)
+
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")

@@ -192,3 +192,11 @@ def test_redact_text_is_idempotent(text):
     once = redact_text(text)
     assert once != text or text.startswith(UUID)
     assert redact_text(once) == once
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("GET /x?q=4111+1111+1111+1111", "GET /x?q=****1111"),
+    ("GET /x?q=4111%201111%201111%201111&a=1", "GET /x?q=****1111&a=1"),
+])
+def test_url_encoded_card_numbers_are_masked(text, expected):
+    assert redact_text(text) == expected

@@ -32,3 +32,13 @@ def test_error_log_of_a_request_has_its_id_and_no_account_number(client_as, json
     assert "RuntimeError" in text
     assert "123456789012" not in text
     assert "****9012" in text
+
+
+def test_django_request_log_of_a_4xx_carries_no_query_string(api_client, json_lines):
+    response = api_client.get("/api/v1/auth/whoami?card=4111+1111+1111+1111&acct=739146285017")
+    assert response.status_code == 401
+    lines = [line for line in json_lines() if line["logger"] == "django.request"]
+    assert lines, json_lines()
+    text = "\n".join(json.dumps(line) for line in json_lines())
+    assert "4111" not in text.replace("****1111", "") and "739146285017" not in text
+    assert lines[0]["request"] == "GET /api/v1/auth/whoami"
