@@ -13,9 +13,6 @@ from core.errors import ValidationError
 USER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 ROUTING_NUMBER = re.compile(r"^\d{9}$", re.ASCII)  # ASCII: "\d" would also accept full-width digits
 ACCOUNT_NUMBER = re.compile(r"^\d{4,17}$", re.ASCII)
-# 13-19 digits, optionally grouped by single spaces or dashes (how people paste card numbers).
-_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)", re.ASCII)
-CVV_KEYS = frozenset({"cvv", "cvv2", "cvc", "cvc2", "cid", "csc", "security_code", "securitycode", "card_code"})
 
 
 def validate_user_id(user_id: str) -> str:
@@ -57,32 +54,3 @@ def luhn_ok(digits: str) -> bool:
                 n -= 9
         total += n
     return total % 10 == 0
-
-
-def looks_like_card_number(text: str) -> bool:
-    """True when ``text`` holds 13-19 digits (optionally grouped) that pass the Luhn check: a PAN."""
-    for match in _CARD_CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            return True
-    return False
-
-
-def find_card_data(value: Any, _path: str = "") -> str | None:
-    """The path of the first field that holds a PAN or is a CVV field, anywhere in a JSON value; else None."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{_path}.{key}" if _path else str(key)
-            if str(key).lower().replace("-", "_") in CVV_KEYS:
-                return path
-            found = find_card_data(item, path)
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        return next((p for i, item in enumerate(value) if (p := find_card_data(item, f"{_path}[{i}]"))), None)
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, str)) and looks_like_card_number(str(value)):
-        return _path or "(body)"
-    return None

@@ -333,5 +333,12 @@ OUTBOUND_READ_TIMEOUT = env.float("OUTBOUND_READ_TIMEOUT", default=10.0)
 # A user may save (add or replace) a debit card at most this many times in 30 days (SPEC §8).
 DEBIT_CARD_MAX_CHANGES = env.int("DEBIT_CARD_MAX_CHANGES", default=3)
 
+# Fraud checks (SPEC §8): the look-back window, and per signal the count above which it fires.
+FRAUD_WINDOW_HOURS = env.int("FRAUD_WINDOW_HOURS", default=24)
+FRAUD_MAX_USER_FLAGS = env.int("FRAUD_MAX_USER_FLAGS", default=0)
+FRAUD_MAX_OTHER_USERS_PER_INSTALL = env.int("FRAUD_MAX_OTHER_USERS_PER_INSTALL", default=1)
+FRAUD_MAX_OTHER_USERS_PER_BANK_ACCOUNT = env.int("FRAUD_MAX_OTHER_USERS_PER_BANK_ACCOUNT", default=0)
+FRAUD_MAX_OTHER_USERS_PER_CARD = env.int("FRAUD_MAX_OTHER_USERS_PER_CARD", default=0)
+
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")

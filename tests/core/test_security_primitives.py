@@ -5,14 +5,13 @@ from cryptography.fernet import Fernet
 from django.test import override_settings
 
 from core.audit import audit_record
+from core.card_data import find_card_data, looks_like_card_number
 from core.encryption import DecryptionError, decrypt, encrypt, is_current, reencrypt
 from core.errors import ValidationError
 from core.hashing import blind_index
 from core.models import AuditEntry
 from core.validators import (
     aba_checksum_ok,
-    find_card_data,
-    looks_like_card_number,
     validate_account_number,
     validate_routing_number,
     validate_user_id,
@@ -127,3 +126,12 @@ def test_non_ascii_digits_are_not_bank_numbers(digits):
         validate_routing_number(digits)
     with pytest.raises(ValidationError):
         validate_account_number(digits)
+
+
+def test_uuids_are_never_card_numbers():
+    import uuid
+
+    assert not any(looks_like_card_number(str(uuid.uuid4())) for _ in range(20000))
+    digit_uuid = "41111111-1111-1111-1111-111111111111"
+    assert not looks_like_card_number(digit_uuid)
+    assert looks_like_card_number(f"{digit_uuid} and 4111111111111111")

@@ -1,0 +1,46 @@
+"""Back-office views of bank accounts: read-only, and no role ever sees a decrypted number here.
+
+The encrypted fields are excluded from every form and list and deferred in every query, so the admin neither shows
+nor decrypts them (a page keeps working even if a key is missing). Changes go through the API's services, which
+write the history and lift blocks; the admin has no add, change or delete.
+"""
+
+from django.contrib import admin
+
+from bank_accounts.models import BankAccount, BankAccountHistory
+
+ENCRYPTED_FIELDS = ("account_number", "routing_number")
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BankAccount)
+class BankAccountAdmin(_ReadOnlyAdmin):
+    list_display = ("user_id", "account_id", "last4", "account_type", "prenote_status", "entry_timestamp",
+                    "updated_at")
+    list_filter = ("account_type", "prenote_status")
+    search_fields = ("=user_id", "=account_id", "=last4")
+    date_hierarchy = "entry_timestamp"
+    exclude = ENCRYPTED_FIELDS
+    readonly_fields = [f.name for f in BankAccount._meta.fields if f.name not in ENCRYPTED_FIELDS]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*ENCRYPTED_FIELDS)
+
+
+@admin.register(BankAccountHistory)
+class BankAccountHistoryAdmin(_ReadOnlyAdmin):
+    list_display = ("at", "action", "user_id", "account_id", "last4", "account_type", "prenote_status", "actor")
+    list_filter = ("action", "prenote_status")
+    search_fields = ("=user_id", "=account_id", "=last4", "=account_routing_hash")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in BankAccountHistory._meta.fields]
