@@ -8,23 +8,13 @@ write the history and lift blocks; the admin has no add, change or delete.
 from django.contrib import admin
 
 from bank_accounts.models import BankAccount, BankAccountHistory
+from core.admin_base import ReadOnlyAdmin
 
 ENCRYPTED_FIELDS = ("account_number", "routing_number")
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(BankAccount)
-class BankAccountAdmin(_ReadOnlyAdmin):
+class BankAccountAdmin(ReadOnlyAdmin):
     list_display = ("user_id", "account_id", "last4", "account_type", "prenote_status", "entry_timestamp",
                     "updated_at")
     list_filter = ("account_type", "prenote_status")
@@ -38,9 +28,8 @@ class BankAccountAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(BankAccountHistory)
-class BankAccountHistoryAdmin(_ReadOnlyAdmin):
+class BankAccountHistoryAdmin(ReadOnlyAdmin):
     list_display = ("at", "action", "user_id", "account_id", "last4", "account_type", "prenote_status", "actor")
     list_filter = ("action", "prenote_status")
     search_fields = ("=user_id", "=account_id", "=last4", "=account_routing_hash")
     date_hierarchy = "at"
-    readonly_fields = [f.name for f in BankAccountHistory._meta.fields]

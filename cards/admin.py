@@ -10,6 +10,7 @@ from django.contrib import admin
 
 from cards import services
 from cards.models import DebitCard, DebitCardChange
+from core.admin_base import ReadOnlyAdmin
 from core.errors import ServiceError
 
 
@@ -66,20 +67,10 @@ class DebitCardAdmin(admin.ModelAdmin):
 
 
 @admin.register(DebitCardChange)
-class DebitCardChangeAdmin(admin.ModelAdmin):
+class DebitCardChangeAdmin(ReadOnlyAdmin):
     list_display = ("at", "user_id", "change_type", "old_masked_card_number", "new_masked_card_number",
                     "new_card_exp", "actor")
     list_filter = ("change_type",)
     search_fields = ("=user_id", "=old_masked_card_number", "=new_masked_card_number", "actor")
     search_help_text = "Exact user id or last 4 digits, or actor."
     date_hierarchy = "at"
-    readonly_fields = [f.name for f in DebitCardChange._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 
+from core.admin_base import ReadOnlyAdmin
 from core.auth.api_keys import api_key_revoke
 from core.dead_letters import dead_letter_replay
 from core.models import ApiKey, AuditEntry, DeadLetter
@@ -55,18 +56,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor", "action", "target_type", "target_id", "user_id", "reason")
     list_filter = ("action", "target_type")
     search_fields = ("user_id", "target_id", "actor")
     date_hierarchy = "at"
-    readonly_fields = [f.name for f in AuditEntry._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,11 +1,10 @@
 """Fixtures of the bank account tests: numbers, a service client, the service with defaults, the broker queue."""
 
 import pytest
-from django.conf import settings
-from kombu import Connection
 
 from bank_accounts.models import BankAccount, BankAccountHistory
 from bank_accounts.services import bank_account_save
+from tests.broker import drain as drain_queue
 
 # Valid ABA routing numbers (checksum ok) and account numbers that appear nowhere else in a test run.
 ROUTING = "026009593"
@@ -36,21 +35,9 @@ def counts() -> tuple[int, int]:
     return BankAccount.objects.count(), BankAccountHistory.objects.count()
 
 
-def drain(queue: str = REMOVAL_QUEUE) -> list:
-    """Read (and ack) every message on ``queue`` of the configured broker: [(headers, (args, kwargs, embed))]."""
-    messages = []
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            while True:
-                message = simple.get(block=False)  # publishing is synchronous: all sent is there
-                messages.append((message.headers, message.payload))
-                message.ack()
-        except simple.Empty:
-            pass
-        finally:
-            simple.close()
-    return messages
+def drain(queue: str = REMOVAL_QUEUE) -> list[tuple[dict, object]]:
+    """Read and ack every message on ``queue`` (default: the blocklist-remove queue)."""
+    return drain_queue(queue)
 
 
 @pytest.fixture

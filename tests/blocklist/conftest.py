@@ -1,12 +1,11 @@
 """Fixtures of the blocklist tests: clients per role with a known key name, the removal queue of the broker."""
 
 import pytest
-from django.conf import settings
-from kombu import Connection
 from rest_framework.test import APIClient
 
 from blocklist.models import BlocklistRecord
 from core.models import AuditEntry
+from tests.broker import drain as drain_queue
 
 REMOVAL_QUEUE = "blocklist-remove"
 
@@ -53,20 +52,8 @@ def jwt_client(make_jwt):
 
 
 def drain(queue: str = REMOVAL_QUEUE) -> list[tuple[dict, object]]:
-    """Read and ack every message on ``queue`` of the configured broker: [(headers, (args, kwargs, embed))]."""
-    messages = []
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            while True:
-                message = simple.get(block=False)
-                messages.append((message.headers, message.payload))
-                message.ack()
-        except simple.Empty:
-            pass
-        finally:
-            simple.close()
-    return messages
+    """Read and ack every message on ``queue`` (default: the blocklist-remove queue)."""
+    return drain_queue(queue)
 
 
 @pytest.fixture

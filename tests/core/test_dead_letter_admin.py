@@ -1,11 +1,10 @@
 """Dead letters in the admin: listed, read-only, and replayed onto the real broker by the action."""
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from kombu import Connection
 
 from core.models import DeadLetter
+from tests.broker import drain
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/core/deadletter/"
@@ -26,23 +25,6 @@ def letter():
     )
 
 
-def _drain(queue: str) -> list:
-    """Read (and ack) every message on ``queue`` of the configured broker."""
-    messages = []
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            while True:
-                message = simple.get(block=True, timeout=1)
-                messages.append((message.headers, message.payload))
-                message.ack()
-        except simple.Empty:
-            pass
-        finally:
-            simple.close()
-    return messages
-
-
 def test_changelist_shows_dead_letters(admin_client, letter):
     response = admin_client.get(CHANGELIST)
     assert response.status_code == 200
@@ -58,14 +40,14 @@ def test_dead_letters_cannot_be_added_or_edited(admin_client, letter):
 
 def test_replay_action_enqueues_the_job_on_its_queue_and_records_who(admin_client, letter,
                                                                       django_capture_on_commit_callbacks):
-    _drain("default")
+    drain("default")
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(CHANGELIST, {"action": "replay", "_selected_action": [letter.pk]})
     assert response.status_code == 302
     letter.refresh_from_db()
     assert (letter.replay_count, letter.replayed_by) == (1, "ops")
     assert letter.replayed_at is not None
-    messages = _drain("default")
+    messages = drain("default")
     assert len(messages) == 1
     headers, payload = messages[0]
     assert headers["task"] == "tests.replay_probe"
