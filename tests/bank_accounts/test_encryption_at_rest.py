@@ -17,7 +17,7 @@ NUMBERS = (ACCOUNT, ACCOUNT_2, SHORT_ACCOUNT, ROUTING, ROUTING_2)
 
 def _raw_rows(table: str) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 (our own table name)
+        cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
         return cursor.fetchall()
 
 

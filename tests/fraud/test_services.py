@@ -19,7 +19,7 @@ HASH = "ab" * 32
 
 def _dump(table: str) -> str:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 (table name from the model)
+        cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
         return repr(cursor.fetchall())
 
 
