@@ -82,3 +82,34 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_type}:{self.target_id}"
+
+
+class OutboxEvent(models.Model):
+    """An event written in the same transaction as the change it describes (SPEC §4: the transactional outbox).
+
+    ``position`` orders every event (the pull feed's cursor); ``event_id`` is the stable id consumers de-duplicate
+    on; ``sequence`` orders the events of one aggregate (a payment). ``published_at`` is set once the in-process
+    consumers have handled it. An event whose transaction rolled back never exists, so it is never published.
+    """
+
+    position = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, editable=False)
+    type = models.CharField(max_length=64, db_index=True)
+    source = models.CharField(max_length=64, default="PaymentService")
+    subject = models.CharField(max_length=64, help_text="confirmation_id or payment id")
+    aggregate_id = models.CharField(max_length=64)
+    sequence = models.PositiveIntegerField()
+    data = models.JSONField()
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["aggregate_id", "sequence"], name="outbox_aggregate_sequence_unique"),
+        ]
+        indexes = [models.Index(fields=["published_at", "position"], name="outbox_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.subject} #{self.sequence}"
