@@ -27,6 +27,7 @@ run: install
 	@mkdir -p var
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py setup_schedules
 	@$(PY) -m sandbox --init-keys
 	@echo ""
 	@echo "Payments Service (local, embedded SQLite database and broker)"

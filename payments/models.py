@@ -1,0 +1,136 @@
+"""The payment record and its history (SPEC §2.1)."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Purpose(models.TextChoices):
+    SUBSCRIPTION = "subscription"
+    FLOAT = "float"
+    LOAN = "loan"
+    PRENOTE = "prenote"
+
+
+class Method(models.TextChoices):
+    ACH = "ach"
+    PINLESS = "pinless"
+    RTP = "rtp"
+
+
+class PaymentType(models.TextChoices):
+    DEBIT = "debit"
+    CREDIT = "credit"
+
+
+class Provider(models.TextChoices):
+    JPM = "jpm"
+    USIO = "usio"
+
+
+class Status(models.TextChoices):
+    PROCESSING = "PROCESSING"  # internal: the processor's answer is not known yet
+    ACHSENT = "ACHSENT"
+    CLEARED = "CLEARED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CHARGED_BACK = "CHARGED_BACK"
+    REFUNDED = "REFUNDED"
+
+
+class Source(models.TextChoices):
+    API = "api"
+    WEBHOOK = "webhook"
+    CHECK_ACH = "check_ach"
+    USIO_SYNC = "usio_sync"
+    ADMIN = "admin"
+    RECONCILER = "reconciler"
+
+
+class Payment(models.Model):
+    """One money movement (or prenote). ``id`` is our reference sent to the processors (JPM ``endToEndId`` and Usio
+    ``AdditionalSearch`` as ``id.hex``: JPM allows 35 characters, a hyphenated UUID has 36).
+
+    ``payment_status`` changes only through ``payments.status.payment_apply_status`` (SPEC §3).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    confirmation_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    user_id = models.CharField(max_length=64)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    payment_method = models.CharField(max_length=8, choices=Method.choices)
+    payment_type = models.CharField(max_length=8, choices=PaymentType.choices)
+    payment_provider = models.CharField(max_length=8, choices=Provider.choices)
+    merchant_account = models.CharField(max_length=32, null=True, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    loan_id = models.CharField(max_length=64, null=True, blank=True)
+    subscription_id = models.CharField(max_length=64, null=True, blank=True)
+    cbc_card_id = models.CharField(max_length=64, null=True, blank=True)
+    account_id = models.CharField(max_length=64, null=True, blank=True)
+    masked_account_number = models.CharField(max_length=4, null=True, blank=True)
+    masked_card_number = models.CharField(max_length=4, null=True, blank=True)
+    payment_status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROCESSING)
+    return_code = models.CharField(max_length=16, null=True, blank=True)
+    return_info = models.CharField(max_length=255, null=True, blank=True)
+    event_type = models.CharField(max_length=48, null=True, blank=True)
+    submit_date = models.DateTimeField(null=True, blank=True)
+    return_date = models.DateTimeField(null=True, blank=True)
+    cleared_date = models.DateTimeField(null=True, blank=True)
+    completion_date = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    client_id = models.CharField(max_length=64, blank=True, help_text="the API client that submitted it")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    version = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-submit_date", "-created_at"]
+        indexes = [
+            models.Index(fields=["user_id", "submit_date"], name="payment_user_submit_idx"),
+            models.Index(fields=["payment_status", "payment_method", "payment_type"], name="payment_status_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="payment_amount_not_negative"),
+            models.CheckConstraint(
+                condition=(Q(purpose="prenote", amount=0) | (~Q(purpose="prenote") & Q(amount__gt=0))),
+                name="payment_amount_zero_only_for_prenotes",
+            ),
+            models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="payment_purpose_valid"),
+            models.CheckConstraint(condition=Q(payment_method__in=Method.values), name="payment_method_valid"),
+            models.CheckConstraint(condition=Q(payment_type__in=PaymentType.values), name="payment_type_valid"),
+            models.CheckConstraint(condition=Q(payment_provider__in=Provider.values), name="payment_provider_valid"),
+            models.CheckConstraint(condition=Q(payment_status__in=Status.values), name="payment_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.payment_type} {self.payment_method} {self.amount} {self.payment_status}"
+
+    @property
+    def reference(self) -> str:
+        """Our reference at the processor (32 hex characters)."""
+        return self.id.hex
+
+
+class PaymentStatusChange(models.Model):
+    """One applied status change: the audit trail support staff read."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="status_changes")
+    from_status = models.CharField(max_length=16, choices=Status.choices, null=True, blank=True)
+    to_status = models.CharField(max_length=16, choices=Status.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.CharField(max_length=150)
+    return_code = models.CharField(max_length=16, null=True, blank=True)
+    raw_payload_ref = models.CharField(max_length=255, blank=True, help_text="where the processor's message is kept")
+    event_type = models.CharField(max_length=48, null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["payment", "at"], name="payment_change_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=Source.values), name="payment_change_source_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment_id}: {self.from_status} → {self.to_status} ({self.source})"

@@ -1,0 +1,183 @@
+"""The payment status machine (SPEC §3): the only way a payment's status changes.
+
+| from | to |
+|---|---|
+| PROCESSING | ACHSENT, COMPLETED, FAILED |
+| ACHSENT | CLEARED, COMPLETED, FAILED |
+| CLEARED | COMPLETED, FAILED |
+| COMPLETED | FAILED (late ACH return, ACH only), CHARGED_BACK (card/RTP only), REFUNDED |
+| FAILED, CHARGED_BACK, REFUNDED | — (final) |
+
+``payment_apply_status`` locks the payment row, checks the table, applies the change with a conditional update
+(``WHERE id = … AND payment_status IN (allowed sources)``), and in the same transaction writes the
+``PaymentStatusChange`` row and the outbox event (SPEC §4), and sets the dates. A duplicate or disallowed change
+(webhook replays, polling racing a webhook, out-of-order updates) changes nothing and is logged; a final status never
+regresses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.models import OutboxEvent
+from core.outbox import outbox_record
+from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
+from payments.serializers import payment_render
+
+logger = logging.getLogger(__name__)
+
+S = Status
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PROCESSING: frozenset({S.ACHSENT, S.COMPLETED, S.FAILED}),
+    S.ACHSENT: frozenset({S.CLEARED, S.COMPLETED, S.FAILED}),
+    S.CLEARED: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset({S.FAILED, S.CHARGED_BACK, S.REFUNDED}),
+    S.FAILED: frozenset(),
+    S.CHARGED_BACK: frozenset(),
+    S.REFUNDED: frozenset(),
+}
+FINAL_STATUSES = frozenset({S.FAILED, S.CHARGED_BACK, S.REFUNDED})
+
+# How a payment failed: "returned" (by the receiving bank: return_date and the *_RETURNED event), "rejected" (by the
+# processor before the network), "declined" (a card/RTP decline), "not_submitted" (the reconciler gave up).
+Failure = Literal["returned", "rejected", "declined", "not_submitted"]
+
+_PREFIXES = {
+    (Purpose.SUBSCRIPTION, PaymentType.DEBIT): "SUBSCRIPTION",
+    (Purpose.FLOAT, PaymentType.DEBIT): "FLOAT_DEBIT",
+    (Purpose.FLOAT, PaymentType.CREDIT): "FLOAT_CREDIT",
+    (Purpose.LOAN, PaymentType.DEBIT): "LOAN_DEBIT",
+    (Purpose.LOAN, PaymentType.CREDIT): "LOAN_CREDIT",
+}
+
+
+def allowed_sources(to_status: str, payment_method: str) -> frozenset[str]:
+    """The statuses a payment of ``payment_method`` may move to ``to_status`` from."""
+    sources = {source for source, targets in TRANSITIONS.items() if to_status in targets}
+    if to_status == S.FAILED and payment_method != Method.ACH:
+        sources.discard(S.COMPLETED)  # only an ACH payment can be returned after completing
+    if to_status == S.CHARGED_BACK and payment_method == Method.ACH:
+        sources.clear()  # chargebacks are card/RTP
+    return frozenset(sources)
+
+
+def event_type_for(payment: Payment, to_status: str, failure: Failure | None = None) -> str | None:
+    """The event a change writes (SPEC §4), or None. Entering ACHSENT writes none (prenotes excepted)."""
+    if payment.purpose == Purpose.PRENOTE:
+        return {S.ACHSENT: "PRENOTE_SUBMITTED", S.COMPLETED: "PRENOTE_VERIFIED",
+                S.FAILED: "PRENOTE_RETURNED"}.get(to_status)
+    prefix = _PREFIXES.get((payment.purpose, payment.payment_type))
+    if prefix is None:
+        return None
+    if to_status == S.CLEARED:
+        return "SUBSCRIPTION_CLEARED" if prefix == "SUBSCRIPTION" else None
+    if to_status == S.FAILED:
+        return f"{prefix}_RETURNED" if failure == "returned" else f"{prefix}_FAILED"
+    suffix = {S.COMPLETED: "COMPLETED", S.CHARGED_BACK: "CHARGED_BACK", S.REFUNDED: "REFUNDED"}.get(to_status)
+    return f"{prefix}_{suffix}" if suffix else None
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    applied: bool
+    payment: Payment
+    outcome: Literal["applied", "duplicate", "disallowed"]
+    event_type: str | None = None
+
+
+def payment_apply_status(
+    *,
+    payment_id,
+    to_status: str,
+    source: str,
+    actor: str = "system",
+    failure: Failure | None = None,
+    return_code: str | None = None,
+    return_info: str | None = None,
+    confirmation_id: str | None = None,
+    merchant_account: str | None = None,
+    raw_payload_ref: str = "",
+    at: datetime | None = None,
+) -> TransitionResult:
+    """Move a payment to ``to_status`` if SPEC §3 allows it from its current status; else change nothing.
+
+    Side effects, all in one transaction: the conditional update (status, ``version`` + 1, dates, codes, the
+    processor's ``confirmation_id`` when first known), one ``PaymentStatusChange`` row, and the event of
+    ``event_type_for`` in the outbox. Idempotent: applying the same change twice applies it once.
+    """
+    if to_status not in TRANSITIONS:
+        raise ValueError(f"unknown status {to_status!r}")
+    at = at or timezone.now()
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        previous = payment.payment_status
+        sources = allowed_sources(to_status, payment.payment_method)
+        if previous not in sources:
+            outcome = "duplicate" if previous == to_status else "disallowed"
+            logger.info(
+                "payment status change refused",
+                extra={"payment_id": str(payment.pk), "from_status": previous, "to_status": to_status,
+                       "source": source, "outcome": outcome},
+            )
+            return TransitionResult(False, payment, outcome)
+
+        event_type = event_type_for(payment, to_status, failure)
+        updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": at}
+        if to_status == S.COMPLETED:
+            updates["completion_date"] = at
+        elif to_status == S.CLEARED:
+            updates["cleared_date"] = at
+        elif to_status == S.FAILED and failure == "returned":
+            updates["return_date"] = at
+        if return_code is not None:
+            updates["return_code"] = return_code
+        if return_info is not None:
+            updates["return_info"] = return_info[:255]
+        if confirmation_id and not payment.confirmation_id:
+            updates["confirmation_id"] = confirmation_id
+        if merchant_account and not payment.merchant_account:
+            updates["merchant_account"] = merchant_account
+        if event_type:
+            updates["event_type"] = event_type
+        changed = Payment.objects.filter(pk=payment.pk, payment_status__in=sources).update(**updates)
+        if changed != 1:  # cannot happen under the row lock; the condition is the backstop
+            raise RuntimeError("conditional status update did not apply under lock")
+        payment.refresh_from_db()
+        PaymentStatusChange.objects.create(
+            payment=payment, from_status=previous, to_status=to_status, source=source, actor=actor,
+            return_code=return_code, raw_payload_ref=raw_payload_ref[:255], event_type=event_type,
+        )
+        if event_type:
+            outbox_record(type=event_type, subject=payment.confirmation_id or str(payment.pk),
+                          aggregate_id=str(payment.pk), data=payment_render(payment), occurred_at=at)
+    logger.info(
+        "payment status changed",
+        extra={"payment_id": str(payment.pk), "from_status": previous, "to_status": to_status, "source": source,
+               "event_type": event_type},
+    )
+    return TransitionResult(True, payment, "applied", event_type)
+
+
+def payment_emit_event(*, payment_id, event_type: str, source: str, raw_payload_ref: str = "") -> bool:
+    """Write an event that is not a status change (e.g. ``SUBSCRIPTION_SENT``: JPM forwarded it to the network).
+
+    Idempotent per (payment, event type): a second call writes nothing and returns False.
+    """
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if OutboxEvent.objects.filter(aggregate_id=str(payment.pk), type=event_type).exists():
+            return False
+        Payment.objects.filter(pk=payment.pk).update(event_type=event_type, updated_at=timezone.now())
+        payment.refresh_from_db()
+        outbox_record(type=event_type, subject=payment.confirmation_id or str(payment.pk),
+                      aggregate_id=str(payment.pk), data=payment_render(payment))
+    logger.info("payment event written", extra={"payment_id": str(payment_id), "event_type": event_type,
+                                                 "source": source})
+    return True
