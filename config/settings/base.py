@@ -340,5 +340,16 @@ FRAUD_MAX_OTHER_USERS_PER_INSTALL = env.int("FRAUD_MAX_OTHER_USERS_PER_INSTALL",
 FRAUD_MAX_OTHER_USERS_PER_BANK_ACCOUNT = env.int("FRAUD_MAX_OTHER_USERS_PER_BANK_ACCOUNT", default=0)
 FRAUD_MAX_OTHER_USERS_PER_CARD = env.int("FRAUD_MAX_OTHER_USERS_PER_CARD", default=0)
 
+# Payments (SPEC §5, §7.7).
+SUBSCRIPTION_ACH_PROVIDER = env.str("SUBSCRIPTION_ACH_PROVIDER", default="jpm")  # jpm | usio
+MAX_PAYMENT_AMOUNT = env.str("MAX_PAYMENT_AMOUNT", default="5000.00")
+PROCESSING_STUCK_MINUTES = env.int("PROCESSING_STUCK_MINUTES", default=5)
+PROCESSING_GIVE_UP_MINUTES = env.int("PROCESSING_GIVE_UP_MINUTES", default=60)
+IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
+# Outbox delivery: events per relay batch; push deliveries: attempts before dead-lettering, back-off base.
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=500)
+OUTBOX_PUSH_MAX_ATTEMPTS = env.int("OUTBOX_PUSH_MAX_ATTEMPTS", default=8)
+OUTBOX_PUSH_BACKOFF_SECONDS = env.float("OUTBOX_PUSH_BACKOFF_SECONDS", default=30.0)
+
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")
