@@ -58,11 +58,8 @@ def card_changes_in_window(*, user_id: str, now: datetime | None = None) -> int:
 def user_has_processing_card_payment(*, user_id: str) -> bool:
     """True when the user has a pinless or RTP payment still PROCESSING (outcome not yet known).
 
-    The payments app does not define ``Payment`` yet (it comes with the payments issue). Until it does, the
-    model lookup raises LookupError and the answer is False: with no payments there is nothing in flight.
-    Once ``payments.Payment`` exists (SPEC §2.1 fields ``user_id``, ``payment_method``, ``payment_status``)
-    this query applies with no change here. A read-only lookup of another app's model; the payments app
-    may later offer a selector for it, which should then replace this query.
+    A read-only lookup of ``payments.Payment`` through the app registry (cards does not import payments, which
+    imports cards). Without the payments app installed the lookup raises LookupError and nothing is in flight.
     """
     try:
         payment_model = apps.get_model("payments", "Payment")

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from core.admin_base import ReadOnlyAdmin
 from core.auth.api_keys import api_key_revoke
 from core.dead_letters import dead_letter_replay
-from core.models import ApiKey, AuditEntry, DeadLetter
+from core.models import ApiKey, AuditEntry, DeadLetter, IdempotencyKey
 
 
 @admin.register(ApiKey)
@@ -61,3 +61,14 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_filter = ("action", "target_type")
     search_fields = ("user_id", "target_id", "actor")
     date_hierarchy = "at"
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "client_id", "key", "status", "response_status_code", "resource_id")
+    list_filter = ("status",)
+    search_fields = ("=key", "=resource_id", "=client_id")
+    date_hierarchy = "created_at"
+    exclude = ("response_body",)
+    readonly_fields = ("client_id", "key", "fingerprint", "status", "lease_expires_at", "resource_id",
+                       "response_status_code", "created_at", "updated_at", "completed_at")

@@ -17,5 +17,8 @@ class CoreConfig(AppConfig):
         request_started.connect(bind_request_id, dispatch_uid="core.bind_request_id")
         request_finished.connect(unbind_request_id, dispatch_uid="core.unbind_request_id")
 
-        # Each app's jobs.py registers its scheduled jobs (core.jobs) as it is added.
+        # Each app's jobs.py registers its scheduled jobs (core.jobs) as it is added; core's own live beside
+        # the registry module.
+        import core.idempotency.jobs  # noqa: F401
+
         autodiscover_modules("jobs")

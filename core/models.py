@@ -113,3 +113,76 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.subject} #{self.sequence}"
+
+
+class IdempotencyKeyStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+
+
+class IdempotencyKey(models.Model):
+    """One ``Idempotency-Key`` a client sent, and the response it got (SPEC §5; IETF draft semantics).
+
+    Unique per ``(client_id, key)``: the unique constraint is what makes two concurrent first requests race-safe
+    (``core.idempotency.idempotency_begin``). An ``in_progress`` record is leased until ``lease_expires_at``; after
+    that it is *stale* (the first request's process probably died) and a retry may take it over. A ``completed``
+    record holds the response to replay. ``resource_id`` links the record to what the request created (e.g. the
+    payment id) so that a stale record can be recovered. Records are purged after the retention (at least 24 h).
+    """
+
+    client_id = models.CharField(max_length=255, help_text="The API client (Principal.client_id) that owns the key.")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and canonical JSON body.")
+    status = models.CharField(
+        max_length=16, choices=IdempotencyKeyStatus.choices, default=IdempotencyKeyStatus.IN_PROGRESS
+    )
+    lease_expires_at = models.DateTimeField(help_text="While in progress: after this instant the claim is stale.")
+    resource_id = models.CharField(max_length=255, null=True, blank=True)
+    response_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "idempotency key"
+        constraints = [
+            models.UniqueConstraint(fields=["client_id", "key"], name="idempotencykey_client_key_unique"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=IdempotencyKeyStatus.values), name="idempotencykey_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(client_id="") & ~models.Q(key="") & ~models.Q(fingerprint=""),
+                name="idempotencykey_identity_not_empty",
+            ),
+            # A completed record always has the response to replay; an in-progress one never has one.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(
+                        status=IdempotencyKeyStatus.IN_PROGRESS,
+                        response_status_code__isnull=True,
+                        completed_at__isnull=True,
+                    )
+                    | models.Q(
+                        status=IdempotencyKeyStatus.COMPLETED,
+                        response_status_code__gte=100,
+                        response_status_code__lte=599,
+                        completed_at__isnull=False,
+                    )
+                ),
+                name="idempotencykey_response_matches_status",
+            ),
+        ]
+        indexes = [
+            # The purge: completed records by completion time, in-progress ones by creation time.
+            models.Index(fields=["status", "completed_at"], name="idempotencykey_purge_done_idx"),
+            models.Index(fields=["status", "created_at"], name="idempotencykey_purge_open_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.key} ({self.status})"
+
+
+# --- Outbox delivery (SPEC §4): consumers' de-duplication, the pull feed's log, push subscriptions ----------------
+
+from core.encryption import EncryptedCharField  # noqa: E402  (this section is appended to the module)

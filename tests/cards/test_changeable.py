@@ -4,7 +4,6 @@ PROCESSING (pending the payments app)."""
 from datetime import timedelta
 
 import pytest
-from django.apps import apps
 from django.test import override_settings
 from django.utils import timezone
 
@@ -101,15 +100,25 @@ def test_other_users_changes_do_not_count():
     assert selectors.card_changeable(user_id=USER) == (True, None)
 
 
-def test_processing_card_payment_rule_is_pending_the_payments_app():
-    """The PROCESSING rule queries ``payments.Payment`` (pinless/RTP, PROCESSING) once that model exists.
+@pytest.mark.parametrize(("method", "status", "blocked"), [
+    ("pinless", "PROCESSING", True), ("rtp", "PROCESSING", True), ("ach", "PROCESSING", False),
+    ("pinless", "COMPLETED", False), ("pinless", "FAILED", False),
+])
+def test_a_processing_card_payment_blocks_card_changes(method, status, blocked):
+    from decimal import Decimal
 
-    Until then there are no payments, so nothing is in flight and the card is changeable. This test is a
-    tripwire: when the payments app adds ``Payment`` it fails, and must be replaced by a test that creates a
-    PROCESSING pinless payment and expects ``(False, "payment_processing")`` from ``card_changeable`` and 409
-    from ``card_save``/``card_delete``.
-    """
-    with pytest.raises(LookupError):
-        apps.get_model("payments", "Payment")
-    assert selectors.user_has_processing_card_payment(user_id=USER) is False
-    assert selectors.card_changeable(user_id=USER) == (True, None)
+    from payments.models import Payment
+
+    Payment.objects.create(user_id=USER, purpose="float", payment_method=method, payment_type="debit",
+                           payment_provider="usio", amount=Decimal("5.00"), payment_status=status)
+    Payment.objects.create(user_id="someone-else", purpose="float", payment_method="pinless",
+                           payment_type="debit", payment_provider="usio", amount=Decimal("5.00"))
+    assert selectors.user_has_processing_card_payment(user_id=USER) is blocked
+    expected = (False, "payment_processing") if blocked else (True, None)
+    assert selectors.card_changeable(user_id=USER) == expected
+    if blocked:
+        before = state()
+        with pytest.raises(ConflictError) as exc:
+            save(masked_card_number="4242")
+        assert exc.value.details["reason"] == "payment_processing"
+        assert state() == before
