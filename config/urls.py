@@ -12,6 +12,8 @@ api_v1 = [
     path("", include("bank_accounts.urls")),
     path("", include("blocklist.urls")),
     path("", include("fraud.urls")),
+    path("", include("payments.urls")),
+    path("", include("core.urls_events")),
 ]
 
 urlpatterns = [

@@ -19,6 +19,7 @@ class CoreConfig(AppConfig):
 
         # Each app's jobs.py registers its scheduled jobs (core.jobs) as it is added; core's own live beside
         # the registry module.
-        import core.idempotency.jobs  # noqa: F401
+        import core.idempotency.jobs
+        import core.outbox_relay  # noqa: F401  (relay, push delivery and consumer replay: jobs, tasks, schedules)
 
         autodiscover_modules("jobs")

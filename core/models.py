@@ -186,3 +186,128 @@ class IdempotencyKey(models.Model):
 # --- Outbox delivery (SPEC §4): consumers' de-duplication, the pull feed's log, push subscriptions ----------------
 
 from core.encryption import EncryptedCharField  # noqa: E402  (this section is appended to the module)
+
+
+class OutboxConsumptionStatus(models.TextChoices):
+    DONE = "done", "Done"
+    FAILING = "failing", "Failing (retried with back-off)"
+    DEAD = "dead", "Dead-lettered"
+
+
+class OutboxConsumption(models.Model):
+    """One in-process consumer's handling of one event: the de-duplication record of SPEC §4.
+
+    A ``done`` row is written in the same transaction (savepoint) as the consumer's own database effect, so a
+    redelivered event is skipped by every consumer that already handled it. A consumer that raised has a ``failing``
+    row (attempts, last error, next attempt) written beside it, and a ``dead`` one once the relay gave up and
+    dead-lettered it (``core.outbox_relay``).
+    """
+
+    consumer = models.CharField(max_length=64)
+    event_id = models.UUIDField()
+    status = models.CharField(max_length=16, choices=OutboxConsumptionStatus.choices,
+                              default=OutboxConsumptionStatus.DONE)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts.")
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "outbox consumption"
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "consumer"], name="outbox_consumption_unique"),
+            models.CheckConstraint(condition=models.Q(status__in=OutboxConsumptionStatus.values),
+                                   name="outbox_consumption_status_valid"),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_consumption_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.event_id} ({self.status})"
+
+
+class OutboxFeedEntry(models.Model):
+    """The pull feed (``GET /api/v1/events``): one row per published event, in the order the relay published them.
+
+    ``position`` is assigned under a lock held until the relay's transaction commits, so positions become visible
+    in increasing order: a reader's cursor never skips an entry that commits later (``OutboxEvent.position`` cannot
+    promise that: concurrent writers take sequence numbers in one order and commit in another).
+    """
+
+    position = models.BigAutoField(primary_key=True)
+    event = models.OneToOneField(OutboxEvent, on_delete=models.PROTECT, related_name="feed_entry")
+    published_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["position"]
+        verbose_name_plural = "outbox feed entries"
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.event_id}"
+
+
+class PushSubscription(models.Model):
+    """An HTTP endpoint that receives events by POST, signed with ``secret`` (SPEC §4; configured by admins).
+
+    ``event_types`` lists the event types to send; empty = every type. ``secret`` is stored encrypted and never
+    shown back. An inactive subscription gets no new deliveries and its pending ones wait (paused).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    secret = EncryptedCharField(max_length=255)
+    event_types = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+class PushDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    DEAD = "dead", "Dead"
+
+
+class PushDelivery(models.Model):
+    """One event to send to one subscription. ``attempts`` counts finished attempts; a pending delivery is due at
+    ``next_attempt_at`` (also a lease while an attempt is in flight). Delivered ones are never sent again; dead ones
+    (attempts spent) are dead-lettered and can be retried from the admin."""
+
+    subscription = models.ForeignKey(PushSubscription, on_delete=models.PROTECT, related_name="deliveries")
+    event = models.ForeignKey(OutboxEvent, on_delete=models.PROTECT, related_name="push_deliveries")
+    status = models.CharField(max_length=16, choices=PushDeliveryStatus.choices,
+                              default=PushDeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "push deliveries"
+        permissions = [("retry_pushdelivery", "Can retry a dead push delivery")]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "event"], name="push_delivery_unique"),
+            models.CheckConstraint(condition=models.Q(status__in=PushDeliveryStatus.values),
+                                   name="push_delivery_status_valid"),
+            models.CheckConstraint(
+                condition=models.Q(status=PushDeliveryStatus.DELIVERED, delivered_at__isnull=False)
+                | (~models.Q(status=PushDeliveryStatus.DELIVERED) & models.Q(delivered_at__isnull=True)),
+                name="push_delivery_delivered_at",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="push_delivery_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id} ← {self.event_id} ({self.status})"

@@ -1,32 +1,47 @@
-"""Writing events to the transactional outbox (SPEC §4). Delivery is the relay's job.
+"""Writing events to the transactional outbox (SPEC §4), and reading the pull feed. Delivery is the relay's job
+(``core.outbox_relay``).
 
 ``outbox_record`` must be called inside the transaction that makes the change the event describes: both commit
 or neither does. Callers serialise per aggregate (the payment row is locked by its conditional update), so the
-per-aggregate ``sequence`` is the next number; the unique constraint is the backstop.
+per-aggregate ``sequence`` is the next number; the unique constraint is the backstop. Once that transaction
+commits, a relay run is requested (coalesced); nothing is requested for a transaction that rolls back.
+
+The pull feed (``outbox_feed_page``) lists published events in the order the relay published them
+(``OutboxFeedEntry``), behind an opaque cursor.
 """
 
+import base64
+import binascii
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from core.models import OutboxEvent
+from core.errors import BadRequest
+from core.models import OutboxEvent, OutboxFeedEntry
 
 SOURCE = "PaymentService"
 
 
 def outbox_record(*, type: str, subject: str, aggregate_id: str, data: dict,
                   occurred_at: datetime | None = None) -> OutboxEvent:
-    """Append one event for ``aggregate_id``. Requires an open transaction (raises otherwise)."""
+    """Append one event for ``aggregate_id``. Requires an open transaction (raises otherwise).
+
+    Side effect after commit: a relay run is requested (``core.outbox_relay.outbox_relay_kick``: coalesced, and a
+    failure to enqueue is logged, never raised; the every-minute beat run is the safety net).
+    """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_record must run inside the transaction of the change it describes")
     last = OutboxEvent.objects.filter(aggregate_id=aggregate_id).aggregate(m=Max("sequence"))["m"] or 0
-    return OutboxEvent.objects.create(
+    event = OutboxEvent.objects.create(
         event_id=uuid.uuid4(), type=type, source=SOURCE, subject=subject, aggregate_id=str(aggregate_id),
         sequence=last + 1, data=data, occurred_at=occurred_at or timezone.now(),
     )
+    transaction.on_commit(_kick_relay)
+    return event
 
 
 def outbox_envelope(event: OutboxEvent) -> dict:
@@ -40,3 +55,60 @@ def outbox_envelope(event: OutboxEvent) -> dict:
         "occurred_at": event.occurred_at.isoformat(),
         "data": event.data,
     }
+
+
+def _kick_relay() -> None:
+    from core.outbox_relay import outbox_relay_kick  # the relay imports this module
+
+    outbox_relay_kick()
+
+
+# --- The pull feed ------------------------------------------------------------------------------------------------
+
+FEED_DEFAULT_LIMIT = 100
+FEED_MAX_LIMIT = 500
+_CURSOR_PREFIX = "f1:"
+
+
+def feed_cursor_encode(position: int) -> str:
+    """The opaque cursor naming feed position ``position`` (URL-safe, no padding)."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{position}".encode()).decode("ascii").rstrip("=")
+
+
+def feed_cursor_decode(cursor: str) -> int:
+    """The feed position of ``cursor``; 400 ``invalid_cursor`` when it is not one this service issued."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, ValueError, UnicodeError):
+        text = ""
+    number = text[len(_CURSOR_PREFIX):] if text.startswith(_CURSOR_PREFIX) else ""
+    if not number.isascii() or not number.isdigit() or len(number) > 19:
+        raise BadRequest("The cursor is not one this feed issued.", code="invalid_cursor")
+    return int(number)
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    events: list[dict]
+    next_cursor: str | None
+    has_more: bool
+
+
+def outbox_feed_page(*, after: str | None = None, limit: int = FEED_DEFAULT_LIMIT) -> FeedPage:
+    """Published events after the cursor ``after`` (from the beginning when None), oldest first, at most ``limit``.
+
+    ``next_cursor`` names the last event returned (or is ``after`` again when there is nothing new: poll with it
+    later). Only events whose relay transaction committed are listed, and a position becomes visible only after
+    every smaller one has (``OutboxFeedEntry``), so following ``next_cursor`` never skips an event. At-least-once:
+    a client that loses its cursor re-reads events it has seen; de-duplicate on the event ``id``.
+    """
+    if not 1 <= limit <= FEED_MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {FEED_MAX_LIMIT}.", code="invalid_limit")
+    start = feed_cursor_decode(after) if after is not None else 0
+    entries = list(OutboxFeedEntry.objects.filter(position__gt=start).select_related("event")
+                   .order_by("position")[: limit + 1])
+    has_more = len(entries) > limit
+    entries = entries[:limit]
+    next_cursor = feed_cursor_encode(entries[-1].position) if entries else after
+    return FeedPage(events=[outbox_envelope(entry.event) for entry in entries], next_cursor=next_cursor,
+                    has_more=has_more)

@@ -4,6 +4,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Purpose(models.TextChoices):
@@ -123,10 +124,10 @@ class PaymentStatusChange(models.Model):
     return_code = models.CharField(max_length=16, null=True, blank=True)
     raw_payload_ref = models.CharField(max_length=255, blank=True, help_text="where the processor's message is kept")
     event_type = models.CharField(max_length=48, null=True, blank=True)
-    at = models.DateTimeField(auto_now_add=True)
+    at = models.DateTimeField(default=timezone.now, help_text="when it happened (the processor's time if known)")
 
     class Meta:
-        ordering = ["at", "id"]
+        ordering = ["id"]  # the order the changes were applied in (``at`` may be a processor's earlier time)
         indexes = [models.Index(fields=["payment", "at"], name="payment_change_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(source__in=Source.values), name="payment_change_source_valid"),

@@ -71,8 +71,11 @@ def allowed_sources(to_status: str, payment_method: str) -> frozenset[str]:
 def event_type_for(payment: Payment, to_status: str, failure: Failure | None = None) -> str | None:
     """The event a change writes (SPEC §4), or None. Entering ACHSENT writes none (prenotes excepted)."""
     if payment.purpose == Purpose.PRENOTE:
-        return {S.ACHSENT: "PRENOTE_SUBMITTED", S.COMPLETED: "PRENOTE_VERIFIED",
-                S.FAILED: "PRENOTE_RETURNED"}.get(to_status)
+        if to_status == S.FAILED:
+            # Only the bank's answer (a return or a rejection) says something about the account; a prenote the
+            # reconciler gave up on (never submitted) must not mark the account failed.
+            return "PRENOTE_RETURNED" if failure in ("returned", "rejected") else None
+        return {S.ACHSENT: "PRENOTE_SUBMITTED", S.COMPLETED: "PRENOTE_VERIFIED"}.get(to_status)
     prefix = _PREFIXES.get((payment.purpose, payment.payment_type))
     if prefix is None:
         return None
@@ -114,9 +117,9 @@ def payment_apply_status(
     """
     if to_status not in TRANSITIONS:
         raise ValueError(f"unknown status {to_status!r}")
-    at = at or timezone.now()
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment_id)
+        at = at or timezone.now()  # after the lock: a change that waited for the row happened when it applied
         previous = payment.payment_status
         sources = allowed_sources(to_status, payment.payment_method)
         if previous not in sources:
@@ -129,7 +132,8 @@ def payment_apply_status(
             return TransitionResult(False, payment, outcome)
 
         event_type = event_type_for(payment, to_status, failure)
-        updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": at}
+        # updated_at is when we changed the row; ``at`` (possibly the processor's time) dates the change itself.
+        updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": timezone.now()}
         if to_status == S.COMPLETED:
             updates["completion_date"] = at
         elif to_status == S.CLEARED:
@@ -137,6 +141,7 @@ def payment_apply_status(
         elif to_status == S.FAILED and failure == "returned":
             updates["return_date"] = at
         if return_code is not None:
+            return_code = return_code.strip()[:16]
             updates["return_code"] = return_code
         if return_info is not None:
             updates["return_info"] = return_info[:255]
@@ -152,7 +157,7 @@ def payment_apply_status(
         payment.refresh_from_db()
         PaymentStatusChange.objects.create(
             payment=payment, from_status=previous, to_status=to_status, source=source, actor=actor,
-            return_code=return_code, raw_payload_ref=raw_payload_ref[:255], event_type=event_type,
+            return_code=return_code, raw_payload_ref=raw_payload_ref[:255], event_type=event_type, at=at,
         )
         if event_type:
             outbox_record(type=event_type, subject=payment.confirmation_id or str(payment.pk),

@@ -350,6 +350,14 @@ IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=500)
 OUTBOX_PUSH_MAX_ATTEMPTS = env.int("OUTBOX_PUSH_MAX_ATTEMPTS", default=8)
 OUTBOX_PUSH_BACKOFF_SECONDS = env.float("OUTBOX_PUSH_BACKOFF_SECONDS", default=30.0)
+# An in-process consumer that fails is retried (back-off base, doubling, capped at 15 min) then dead-lettered.
+OUTBOX_CONSUMER_MAX_ATTEMPTS = env.int("OUTBOX_CONSUMER_MAX_ATTEMPTS", default=10)
+OUTBOX_CONSUMER_BACKOFF_SECONDS = env.float("OUTBOX_CONSUMER_BACKOFF_SECONDS", default=30.0)
+# A relay run is requested at most this often after commits (coalescing a burst of events).
+OUTBOX_KICK_SECONDS = env.float("OUTBOX_KICK_SECONDS", default=1.0)
+# Stuck-payment reconciler: lookups failing in a row at one account before it is skipped; time budget per run.
+RECONCILER_MAX_CONSECUTIVE_ERRORS = env.int("RECONCILER_MAX_CONSECUTIVE_ERRORS", default=3)
+RECONCILER_TIME_BUDGET_SECONDS = env.int("RECONCILER_TIME_BUDGET_SECONDS", default=240)
 
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")

@@ -210,7 +210,8 @@ def idempotency_complete(
     """Store the response for replay and mark the record completed (call in the caller's final transaction).
 
     ``body`` is stored as the JSON the client received (DRF's encoder: Decimal → number, datetime → ISO string),
-    so a replay is byte-for-byte the same document. Conditional on the record being in progress: the first
+    so a replay is the same document
+    (the same JSON; PostgreSQL's jsonb may reorder object keys). Conditional on the record being in progress: the first
     completion wins; a later one (e.g. the original request finishing after a ``Stale`` takeover completed it)
     returns False and changes nothing.
     """

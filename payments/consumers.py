@@ -1,0 +1,100 @@
+"""In-process consumers of payment events (SPEC §4), run by the outbox relay (``core.outbox_relay``).
+
+Registered at start-up (``PaymentsConfig.ready`` imports this module), in this order:
+
+1. ``payments.blocklist_auto_block`` — ``SUBSCRIPTION_RETURNED`` and ``FLOAT_DEBIT_RETURNED`` only: asks the
+   blocklist to block the user for the return (``blocklist_block_for_return``, which blocks only for a blocking code,
+   SPEC §12, and at most once per payment).
+2. ``payments.transaction_service_notifier`` — float payments leaving the ACH network's pending states (SPEC §7.2:
+   "float payments leaving ACHSENT notify the Transaction Service"): a ``FLOAT_DEBIT_*`` / ``FLOAT_CREDIT_*``
+   ``COMPLETED``, ``RETURNED`` or ``FAILED`` event whose status change came from ACHSENT — or from CLEARED, which
+   is still in flight on the network and whose entry from ACHSENT wrote no event. ``POST /payments/status`` with the
+   event id; the receiver is idempotent on it. Network and 5xx failures raise, so the relay retries the event.
+
+Each handler takes the event envelope (``core.outbox.outbox_envelope``) and must be idempotent on the event id:
+the relay de-duplicates for them (``OutboxConsumption``), but a crash before its commit repeats side effects
+outside the database.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.utils.dateparse import parse_datetime
+
+from core.errors import PermanentJobError, ValidationError
+from core.outbox_relay import register_consumer
+from payments.models import PaymentStatusChange, Status
+
+BLOCKLIST_CONSUMER = "payments.blocklist_auto_block"
+TRANSACTION_SERVICE_CONSUMER = "payments.transaction_service_notifier"
+
+BLOCKING_EVENT_TYPES = frozenset({"SUBSCRIPTION_RETURNED", "FLOAT_DEBIT_RETURNED"})
+FLOAT_EXIT_EVENT_TYPES = frozenset(
+    f"{prefix}_{outcome}"
+    for prefix in ("FLOAT_DEBIT", "FLOAT_CREDIT")
+    for outcome in ("COMPLETED", "RETURNED", "FAILED")
+)
+# The statuses of a payment still in flight on the ACH network; leaving them (with an event) notifies.
+IN_FLIGHT_STATUSES = frozenset({Status.ACHSENT, Status.CLEARED})
+# Transaction Service answers that retrying cannot change (the notification itself is refused).
+_RETRYABLE_DECLINES = frozenset({"http_408", "http_409", "http_425", "http_429"})
+
+
+def blocklist_on_return(envelope: dict) -> None:
+    """Block the payment's user when the return code blocks (SPEC §2.5, §12). Idempotent per payment."""
+    from blocklist.services import blocklist_block_for_return
+
+    data = envelope["data"]
+    try:
+        blocklist_block_for_return(user_id=data["user_id"], return_code=data.get("return_code"),
+                                   payment_id=data["id"], actor="system")
+    except ValidationError as exc:  # a malformed user or payment id cannot become valid by retrying
+        raise PermanentJobError(f"{exc.code}: {exc.message}") from exc
+
+
+def previous_status(envelope: dict) -> str | None:
+    """The status the payment left in the change that wrote this event (its ``PaymentStatusChange``), or None.
+
+    A payment enters each status at most once (SPEC §3 has no cycles), so (payment, new status, event type) names
+    exactly one change.
+    """
+    data = envelope["data"]
+    change = (PaymentStatusChange.objects.filter(payment_id=data["id"], to_status=data["payment_status"],
+                                                 event_type=envelope["type"])
+              .order_by("-at", "-id").first())
+    return change.from_status if change is not None else None
+
+
+def transaction_service_on_float_exit(envelope: dict) -> None:
+    """Notify the Transaction Service of a float payment leaving ACHSENT (or CLEARED). Other events: nothing."""
+    from integrations.errors import ProcessorDeclined
+    from integrations.transaction_service import StatusNotification, transaction_service_client
+
+    data = envelope["data"]
+    if data.get("purpose") != "float":
+        return
+    previous = previous_status(envelope)
+    if previous is None:
+        raise PermanentJobError(f"no status change recorded for event {envelope['id']}")
+    if previous not in IN_FLIGHT_STATUSES:
+        return
+    notification = StatusNotification(
+        event_id=envelope["id"],
+        confirmation_id=data.get("confirmation_id") or envelope["subject"],
+        user_id=data["user_id"],
+        payment_status=data["payment_status"],
+        previous_status=previous,
+        amount=Decimal(str(data["amount"])),
+        occurred_at=parse_datetime(envelope["occurred_at"]),
+    )
+    try:
+        transaction_service_client().post_payment_status(notification)
+    except ProcessorDeclined as exc:
+        if exc.code in _RETRYABLE_DECLINES:
+            raise
+        raise PermanentJobError(str(exc)) from exc
+
+
+register_consumer(BLOCKLIST_CONSUMER, blocklist_on_return, types=BLOCKING_EVENT_TYPES)
+register_consumer(TRANSACTION_SERVICE_CONSUMER, transaction_service_on_float_exit, types=FLOAT_EXIT_EVENT_TYPES)
