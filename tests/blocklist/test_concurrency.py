@@ -7,17 +7,16 @@ blocks of a user who has no record would all read "no record" and append N BLOCK
 
 import itertools
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from blocklist.models import BlocklistSource
 from blocklist.selectors import blocklist_history, blocklist_is_blocked
 from blocklist.services import blocklist_block, blocklist_block_for_return, blocklist_unblock
 from core.models import AuditEntry
 from tests.blocklist.conftest import statuses
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,17 +25,11 @@ THREADS = 8
 
 def _run_together(calls):
     """Run each callable in its own thread (own DB connection), released at once by a barrier."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call):
-        try:
-            barrier.wait(timeout=30)
-            return call()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
+    results = run_concurrently(lambda index: calls[index](), len(calls))
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        raise errors[0]
+    return results
 
 
 def test_the_backend_under_test():

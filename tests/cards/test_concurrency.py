@@ -5,38 +5,16 @@ writers; on SQLite ``BEGIN IMMEDIATE`` does. Each thread has its own connection.
 """
 
 import itertools
-import threading
 
 import pytest
-from django.db import connection
 
 from cards import services
 from cards.models import ChangeType, DebitCard, DebitCardChange
 from core.errors import ConflictError
 from tests.cards.conftest import USER, card_body
+from tests.concurrency import run_concurrently
 
 WRITERS = 8
-
-
-def _run_concurrently(target, count: int) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[index] = target(index)
-        except Exception as exc:  # collected and asserted on by the test
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 @pytest.mark.django_db(transaction=True)
@@ -45,7 +23,7 @@ def test_concurrent_first_saves_make_one_card_and_respect_the_limit():
         return services.card_save(user_id=USER, actor=f"writer-{index}",
                                   **card_body(masked_card_number=f"{1000 + index}"))
 
-    results = _run_concurrently(save, WRITERS)
+    results = run_concurrently(save, WRITERS)
     saved = [r for r in results if isinstance(r, tuple)]
     refused = [r for r in results if isinstance(r, ConflictError)]
     assert len(saved) == 3 and len(refused) == WRITERS - 3, results

@@ -15,32 +15,10 @@ from django.db import connection, transaction
 
 from payments.models import Payment, Source
 from payments.status import payment_apply_status
+from tests.concurrency import run_concurrently
 from tests.payments.test_status import events, history, make_payment, snapshot
 
 THREADS = 50
-
-
-def run_concurrently(target, count: int = THREADS) -> list:
-    """Run ``target(index)`` in ``count`` threads released together; each thread closes its own connection."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = target(index)
-        except Exception as exc:  # collected; the test asserts there is none
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 @pytest.mark.django_db(transaction=True)
@@ -48,7 +26,7 @@ def test_fifty_identical_concurrent_transitions_apply_exactly_once():
     payment = make_payment(payment_method="pinless")
 
     results = run_concurrently(lambda i: payment_apply_status(
-        payment_id=payment.pk, to_status="COMPLETED", source=Source.API, actor=f"thread-{i}"))
+        payment_id=payment.pk, to_status="COMPLETED", source=Source.API, actor=f"thread-{i}"), THREADS)
 
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(r.applied for r in results) == 1
@@ -73,7 +51,7 @@ def test_fifty_conflicting_concurrent_transitions_apply_exactly_one():
         return payment_apply_status(payment_id=payment.pk, to_status="FAILED", source=Source.USIO_SYNC,
                                     actor=f"thread-{i}", failure="declined", return_code="05")
 
-    results = run_concurrently(change)
+    results = run_concurrently(change, THREADS)
 
     assert not [r for r in results if isinstance(r, Exception)], results
     [winner] = [r for r in results if r.applied]
@@ -101,7 +79,7 @@ def test_concurrent_ach_updates_keep_a_consistent_history():
                                     actor=f"thread-{i}", failure="returned" if to_status == "FAILED" else None,
                                     return_code="R01" if to_status == "FAILED" else None)
 
-    results = run_concurrently(change)
+    results = run_concurrently(change, THREADS)
 
     assert not [r for r in results if isinstance(r, Exception)], results
     applied = [r for r in results if r.applied]

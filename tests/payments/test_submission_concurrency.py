@@ -5,39 +5,16 @@ idempotency claim is an INSERT under the (client, key) unique constraint, so the
 blocks until the first transaction ends and then sees its record.
 """
 
-import threading
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from core.models import IdempotencyKey
 from payments.models import Payment, PaymentStatusChange
+from tests.concurrency import run_concurrently
 from tests.payments.conftest import card_body, new_key, payment_body, post_payment, processor_calls, reference_of
 
 THREADS = 50
-
-
-def run_concurrently(target, count: int = THREADS) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = target(index)
-        except Exception as exc:  # collected and asserted on by the test
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def _client(raw_key: str) -> APIClient:
@@ -63,7 +40,7 @@ def test_one_key_fifty_concurrent_requests_one_payment_one_call(sandbox, make_ap
         response = post_payment(_client(raw), body, key=key)
         return response.status_code, response.json(), response.get("Idempotent-Replayed")
 
-    results = run_concurrently(submit)
+    results = run_concurrently(submit, THREADS)
 
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors[:3]
@@ -95,7 +72,7 @@ def test_fifty_keys_for_one_user_fifty_payments_fifty_calls(sandbox, make_api_ke
         response = post_payment(_client(raw), card_body(amount=f"{index + 1}.00"), key=keys[index])
         return response.status_code, response.json()
 
-    results = run_concurrently(submit)
+    results = run_concurrently(submit, THREADS)
 
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors[:3]
