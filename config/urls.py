@@ -13,6 +13,8 @@ api_v1 = [
     path("", include("blocklist.urls")),
     path("", include("fraud.urls")),
     path("", include("payments.urls")),
+    path("", include("payments.prenote_urls")),
+    path("", include("refunds.urls")),
     path("", include("core.urls_events")),
 ]
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from core.admin_base import ReadOnlyAdmin
 from core.business_days import CHICAGO, add_business_days, chicago_date
-from payments.models import Payment, PaymentStatusChange, Status
+from payments.models import Payment, PaymentStatusChange, PrenoteRequest, Status
 
 STUCK_ACHSENT_BUSINESS_DAYS = 5
 
@@ -118,3 +118,12 @@ class PaymentStatusChangeAdmin(ReadOnlyAdmin):
         if payment_id is not None:
             found |= queryset.filter(payment_id=payment_id)
         return found, may_have_duplicates
+
+
+@admin.register(PrenoteRequest)
+class PrenoteRequestAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user_id", "account_id", "masked_account_number", "provider", "usio_account",
+                    "status", "attempts", "payment", "last_error")
+    list_filter = ("status", "provider")
+    search_fields = ("=user_id", "=account_id", "=masked_account_number", "=payment__id")
+    date_hierarchy = "created_at"

@@ -7,4 +7,4 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the in-process consumers of payment events with the outbox relay (SPEC §4).
-        from payments import consumers  # noqa: F401
+        from payments import consumers, prenote_consumers  # noqa: F401

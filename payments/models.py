@@ -135,3 +135,72 @@ class PaymentStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id}: {self.from_status} → {self.to_status} ({self.source})"
+
+
+# --- Prenotes (SPEC §6; services in ``payments.prenotes``) ------------------------------------------------------------
+
+
+class PrenoteRequestStatus(models.TextChoices):
+    REQUESTED = "requested"  # accepted by the API; the prenote job has not submitted it (yet, or again)
+    SUBMITTED = "submitted"  # its Payment exists: the outcome is the payment's status and the account's
+    FAILED = "failed"  # never reached the bank: the account is gone or changed, or every attempt failed to send
+
+
+class PrenoteUsioAccount(models.TextChoices):
+    SUBSCRIPTION = "subscription"  # Usio subscription debit account (29111679)
+    FLOAT_DEBIT = "float_debit"  # Usio float debit account (29063402)
+
+
+class PrenoteRequest(models.Model):
+    """A request to prove a bank account with a zero-dollar ACH prenote (``POST /api/v1/prenotes``).
+
+    Written by the API (``requested``); the prenote job creates its ``Payment`` (``purpose=prenote``, amount 0) and
+    moves it to ``submitted`` in one transaction, so a request is never submitted twice. A submission that
+    certainly never reached the processor gives the request back to the job (``requested`` again, after
+    ``next_attempt_at``) until ``attempts`` are spent (then ``failed``). ``account_routing_hash`` is the blind index
+    of the numbers being proven: an outcome for other numbers never changes the account's ``prenote_status``.
+    Changed only by ``payments.prenotes``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user_id = models.CharField(max_length=64)
+    account_id = models.CharField(max_length=64)
+    account_routing_hash = models.CharField(max_length=64, help_text="blind index of the numbers being proven")
+    masked_account_number = models.CharField(max_length=4)
+    provider = models.CharField(max_length=8, choices=Provider.choices)
+    usio_account = models.CharField(max_length=16, choices=PrenoteUsioAccount.choices, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=PrenoteRequestStatus.choices,
+                              default=PrenoteRequestStatus.REQUESTED)
+    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="prenote_request", help_text="the current attempt's payment")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="submissions started (payments created)")
+    last_error = models.CharField(max_length=255, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="not submitted again before this")
+    requested_by = models.CharField(max_length=150, help_text="the API client that asked")
+    client_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at", "created_at"], name="prenote_due_idx"),
+            models.Index(fields=["user_id", "account_id"], name="prenote_account_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=PrenoteRequestStatus.values), name="prenote_status_valid"),
+            models.CheckConstraint(
+                condition=(Q(provider=Provider.USIO, usio_account__in=PrenoteUsioAccount.values)
+                           | Q(provider=Provider.JPM, usio_account__isnull=True)),
+                name="prenote_usio_account_iff_usio",
+            ),
+            models.CheckConstraint(condition=~Q(status=PrenoteRequestStatus.SUBMITTED) | Q(payment__isnull=False),
+                                   name="prenote_submitted_has_payment"),
+            # At most one request per account waiting for the job (the API answers a repeat with it).
+            models.UniqueConstraint(fields=["user_id", "account_id"],
+                                    condition=Q(status=PrenoteRequestStatus.REQUESTED),
+                                    name="prenote_one_requested_per_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"prenote {self.user_id}/{self.account_id} via {self.provider} ({self.status})"

@@ -10,10 +10,11 @@ import re
 from datetime import date
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.errors import NotFoundError
+from core.transactions import in_transaction
 from integrations.errors import (
     ProcessorAuthError,
     ProcessorConfigurationError,
@@ -41,12 +42,7 @@ _MERCHANT_SIDE_CODE = re.compile(r"^(10\d\d|5040)$")
 
 
 # --- step 2 --------------------------------------------------------------------------------------------------------
-def _in_transaction() -> bool:
-    """True inside an atomic block other than a test case's own wrapper."""
-    return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
-
-
-def _execution_date() -> date:
+def ach_execution_date() -> date:
     """JPM ``requestedExecutionDate``: today in Chicago, or the next ACH business day when today is not one."""
     from core.business_days import chicago_date, is_business_day, next_business_day
 
@@ -79,7 +75,7 @@ def _declined(exc: ProcessorDeclined, *, ach: bool, card_token: str | None) -> P
                             raw_payload_ref=f"{exc.processor}.{exc.operation}", invalidate_card_token=invalidate)
 
 
-def _from_error(exc: ProcessorError, *, ach: bool, card_token: str | None = None) -> ProcessorOutcome:
+def outcome_from_error(exc: ProcessorError, *, ach: bool, card_token: str | None = None) -> ProcessorOutcome:
     if isinstance(exc, ProcessorDeclined):
         return _declined(exc, ach=ach, card_token=card_token)
     if _never_sent(exc):
@@ -123,14 +119,14 @@ def payment_call_processor(*, claim: Claim) -> ProcessorOutcome:
     the account type), ``SubmitTokenPayment`` (pinless debit, debit token), ``PinlessCredit`` (credit token), RTP
     ``RTPAccountCheck`` then ``RTPCredit`` — not eligible: ``rtp_mode=only`` → ``not_submitted``
     (``rtp_not_eligible``), ``fallback`` → the payment becomes ACH (``_switch_to_ach``) and is sent as a Usio ACH
-    credit from the same merchant account. Errors map by ``_from_error``. Never retried.
+    credit from the same merchant account. Errors map by ``outcome_from_error``. Never retried.
     """
     from bank_accounts.selectors import bank_account_get
     from cards.selectors import card_find
     from integrations.jpm import jpm_client
     from integrations.usio import usio_client
 
-    if _in_transaction():
+    if in_transaction():
         raise RuntimeError("payment_call_processor must not run inside a transaction (SPEC §5 step 2)")
     payment, request = claim.payment, claim.request
     if payment is None or claim.response is not None:
@@ -163,7 +159,7 @@ def payment_call_processor(*, claim: Claim) -> ProcessorOutcome:
                 direction="DEBIT" if payment.payment_type == PaymentType.DEBIT else "CREDIT",
                 account_number=account.account_number, routing_number=account.routing_number,
                 account_type=account.account_type, name=f"{request.first_name} {request.last_name}",
-                requested_execution_date=_execution_date())
+                requested_execution_date=ach_execution_date())
             return ProcessorOutcome("sent", confirmation_id=reference,
                                     raw_payload_ref=f"jpm.payments:{submission.firm_root_id}")
         client = usio_client(request.route.usio_account_name)
@@ -181,7 +177,7 @@ def payment_call_processor(*, claim: Claim) -> ProcessorOutcome:
             return ProcessorOutcome("approved", confirmation_id=result.confirmation,
                                     raw_payload_ref=f"usio.{operation}:{result.confirmation}")
     except ProcessorError as exc:
-        return _from_error(exc, ach=ach, card_token=token if payment.payment_method == Method.PINLESS else None)
+        return outcome_from_error(exc, ach=ach, card_token=token if payment.payment_method == Method.PINLESS else None)
     except ValueError as exc:  # the client refused the arguments before sending anything
         return _not_submitted("invalid_processor_request", error=str(exc))
     return _call_rtp(client, account=account, request=request, payment=payment)
@@ -208,7 +204,7 @@ def _call_rtp(client, *, account, request: SubmissionRequest, payment: Payment) 
         return ProcessorOutcome("sent", confirmation_id=result.confirmation,
                                 raw_payload_ref=f"usio.SubmitACHPayment:{result.confirmation}")
     except ProcessorError as exc:
-        return _from_error(exc, ach=payment.payment_method == Method.ACH)
+        return outcome_from_error(exc, ach=payment.payment_method == Method.ACH)
     except ValueError as exc:
         return _not_submitted("invalid_processor_request", error=str(exc))
 

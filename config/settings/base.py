@@ -359,5 +359,17 @@ OUTBOX_KICK_SECONDS = env.float("OUTBOX_KICK_SECONDS", default=1.0)
 RECONCILER_MAX_CONSECUTIVE_ERRORS = env.int("RECONCILER_MAX_CONSECUTIVE_ERRORS", default=3)
 RECONCILER_TIME_BUDGET_SECONDS = env.int("RECONCILER_TIME_BUDGET_SECONDS", default=240)
 
+# Prenotes (SPEC §6): requests per job run and its time budget, submission attempts and back-off, verifier budget.
+PRENOTE_BATCH_SIZE = env.int("PRENOTE_BATCH_SIZE", default=50)
+PRENOTE_BATCH_TIME_BUDGET_SECONDS = env.int("PRENOTE_BATCH_TIME_BUDGET_SECONDS", default=10)
+PRENOTE_MAX_ATTEMPTS = env.int("PRENOTE_MAX_ATTEMPTS", default=10)
+PRENOTE_RETRY_BACKOFF_SECONDS = env.int("PRENOTE_RETRY_BACKOFF_SECONDS", default=60)
+PRENOTE_VERIFY_TIME_BUDGET_SECONDS = env.int("PRENOTE_VERIFY_TIME_BUDGET_SECONDS", default=40)
+
+# Refunds (SPEC §2.4, §8): the Usio account that pays refund credits; where a bare Usio confirmation is looked up.
+REFUND_USIO_ACCOUNT = env.str("REFUND_USIO_ACCOUNT", default="float_credit")
+REFUND_LOOKUP_USIO_ACCOUNTS = env.list("REFUND_LOOKUP_USIO_ACCOUNTS", default=["subscription", "float_debit", "loan"])
+REFUND_RECONCILER_TIME_BUDGET_SECONDS = env.int("REFUND_RECONCILER_TIME_BUDGET_SECONDS", default=240)
+
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")
