@@ -56,13 +56,3 @@ class BankAccountLookupRequestSerializer(StrictInputSerializer):
 class BankAccountLookupResponseSerializer(serializers.Serializer):
     exists = serializers.BooleanField()
     user_ids = serializers.ListField(child=serializers.CharField(), help_text="Users holding such an account now.")
-
-
-class BankAccountErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField()
-
-
-class BankAccountErrorSerializer(serializers.Serializer):
-    error = BankAccountErrorDetailSerializer()

@@ -1,13 +1,12 @@
 """Bank account API (SPEC §10): service role only. Thin: parse, call one service or selector, render."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bank_accounts.selectors import bank_account_get
 from bank_accounts.serializers import (
-    BankAccountErrorSerializer,
     BankAccountLookupRequestSerializer,
     BankAccountLookupResponseSerializer,
     BankAccountPutRequestSerializer,
@@ -15,10 +14,11 @@ from bank_accounts.serializers import (
 )
 from bank_accounts.services import bank_account_delete, bank_account_lookup, bank_account_save
 from core.auth.permissions import require_roles
+from core.serializers import error_response
 
 
 def _errors(*codes: tuple[int, str]) -> dict:
-    return {status_code: OpenApiResponse(BankAccountErrorSerializer, description=text) for status_code, text in codes}
+    return {status_code: error_response(text) for status_code, text in codes}
 
 
 _AUTH_ERRORS = (

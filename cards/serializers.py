@@ -76,13 +76,3 @@ class DebitCardChangeOutput(serializers.ModelSerializer):
             "at",
         ]
         read_only_fields = fields
-
-
-class CardsErrorDetail(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField()
-
-
-class CardsErrorOutput(serializers.Serializer):
-    error = CardsErrorDetail()

@@ -5,7 +5,7 @@ query string or body). The user role sees its card without tokens or hash; servi
 """
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -15,7 +15,6 @@ from cards import selectors, services
 from cards.guard import CardDataGuardMixin
 from cards.models import DebitCardChange
 from cards.serializers import (
-    CardsErrorOutput,
     DebitCardAdminUpdateInput,
     DebitCardChangeableOutput,
     DebitCardChangeOutput,
@@ -28,17 +27,14 @@ from core.auth.permissions import require_roles
 from core.auth.principal import ROLE_USER
 from core.errors import NotFoundError
 from core.pagination import CursorPagination
+from core.serializers import error_response
 
 TAGS = ["debit cards"]
 
 
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=CardsErrorOutput, description=description)
-
-
 COMMON_ERRORS = {
-    401: _error("No or bad credentials."),
-    403: _error("Role not allowed, or another user's card (`not_your_user`)."),
+    401: error_response("No or bad credentials."),
+    403: error_response("Role not allowed, or another user's card (`not_your_user`)."),
 }
 GUARD_ERROR = "`card_data_not_allowed`: a card number or CVV in the body or query string (nothing is stored)."
 
@@ -60,8 +56,8 @@ class DebitCardView(CardsAPIView):
     @extend_schema(
         operation_id="debit_card_get", tags=TAGS,
         summary="The user's debit card (user role: without tokens and hash).",
-        responses={200: DebitCardOutputSchema, 404: _error("`debit_card_not_found`."),
-                   422: _error(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
+        responses={200: DebitCardOutputSchema, 404: error_response("`debit_card_not_found`."),
+                   422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
     )
     def get(self, request, user_id: str):
         return Response(_card_output(request, selectors.card_get(user_id=user_id)))
@@ -76,10 +72,10 @@ class DebitCardView(CardsAPIView):
         request=DebitCardSaveInput,
         responses={
             200: DebitCardOutputSchema, 201: DebitCardOutputSchema,
-            400: _error("Missing or unknown fields (`validation_error`)."),
-            409: _error("`debit_card_not_changeable` (`details.reason`: `payment_processing`, "
+            400: error_response("Missing or unknown fields (`validation_error`)."),
+            409: error_response("`debit_card_not_changeable` (`details.reason`: `payment_processing`, "
                         "`max_changes_reached`)."),
-            422: _error("`invalid_masked_card_number`, `invalid_card_exp`, `card_expired`, `token_empty`, "
+            422: error_response("`invalid_masked_card_number`, `invalid_card_exp`, `card_expired`, `token_empty`, "
                         f"`token_too_long`, `token_malformed`, `invalid_user_id`; {GUARD_ERROR}"),
             **COMMON_ERRORS,
         },
@@ -92,9 +88,9 @@ class DebitCardView(CardsAPIView):
 
     @extend_schema(
         operation_id="debit_card_delete", tags=TAGS, summary="Remove the user's debit card.",
-        responses={204: None, 404: _error("`debit_card_not_found`."),
-                   409: _error("`debit_card_not_changeable` (a card payment is processing)."),
-                   422: _error(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
+        responses={204: None, 404: error_response("`debit_card_not_found`."),
+                   409: error_response("`debit_card_not_changeable` (a card payment is processing)."),
+                   422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
     )
     def delete(self, request, user_id: str):
         services.card_delete(user_id=user_id, actor=str(request.user))
@@ -109,7 +105,7 @@ class DebitCardChangeableView(CardsAPIView):
 
     @extend_schema(
         operation_id="debit_card_changeable", tags=TAGS, summary="May the user change the card now, and why not.",
-        responses={200: DebitCardChangeableOutput, 422: _error(f"`invalid_user_id`; {GUARD_ERROR}"),
+        responses={200: DebitCardChangeableOutput, 422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"),
                    **COMMON_ERRORS},
     )
     def get(self, request, user_id: str):
@@ -136,7 +132,7 @@ class DebitCardChangesView(CardDataGuardMixin, ListAPIView):
     @extend_schema(
         operation_id="debit_card_changes", tags=TAGS,
         summary="The user's card history, newest first (cursor-paginated; empty when the user never had a card).",
-        responses={200: DebitCardChangeOutput(many=True), 422: _error(f"`invalid_user_id`; {GUARD_ERROR}"),
+        responses={200: DebitCardChangeOutput(many=True), 422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"),
                    **COMMON_ERRORS},
     )
     def get(self, request, *args, **kwargs):
@@ -153,10 +149,11 @@ class DebitCardAdminView(CardsAPIView):
         summary="Support override of tokens, expiry or validity (audited; actor = the API key's name).",
         request=DebitCardAdminUpdateInput,
         responses={
-            200: DebitCardServiceOutput, 400: _error("Missing `reason`, unknown fields (`validation_error`)."),
-            404: _error("`debit_card_not_found`."),
-            422: _error("`reason_required`, `nothing_to_update`, `invalid_card_exp`, `card_expired`, `token_empty`, "
-                        f"`token_too_long`, `token_malformed`, `invalid_user_id`; {GUARD_ERROR}"),
+            200: DebitCardServiceOutput, 400: error_response("Missing `reason`, unknown fields (`validation_error`)."),
+            404: error_response("`debit_card_not_found`."),
+            422: error_response(
+                "`reason_required`, `nothing_to_update`, `invalid_card_exp`, `card_expired`, `token_empty`, "
+                f"`token_too_long`, `token_malformed`, `invalid_user_id`; {GUARD_ERROR}"),
             **COMMON_ERRORS,
         },
     )
@@ -181,8 +178,8 @@ class DebitCardToggleFailureView(CardsAPIView):
         operation_id="debit_card_toggle_failure", tags=TAGS, request=None,
         summary="Test environments only: flip force_failure on the user's card (404 in prod).",
         responses={200: DebitCardServiceOutput,
-                   404: _error("`debit_card_not_found`; `not_found` in prod."),
-                   422: _error(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
+                   404: error_response("`debit_card_not_found`; `not_found` in prod."),
+                   422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"), **COMMON_ERRORS},
     )
     def post(self, request, user_id: str):
         return Response(DebitCardServiceOutput(services.card_toggle_failure(user_id=user_id)).data)

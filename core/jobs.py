@@ -12,8 +12,12 @@ The beat schedule calls the same function through a task; operators and tests ca
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
+
+from django.utils import timezone
+
+from core.business_days import CHICAGO
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,21 @@ def get_job(name: str) -> Job:
 
 def all_jobs() -> list[Job]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def job_clock(*, as_of: date | datetime | None, now: datetime | None) -> datetime:
+    """The moment a job acts for: ``now`` (aware; tests) as given; else ``as_of`` (a datetime, or a date meaning the
+    end of that America/Chicago day) but never later than the real time — an operator replaying a day cannot make
+    young records look old (and fail or verify them early)."""
+    if now is not None:
+        if timezone.is_naive(now):
+            raise ValueError("now must be timezone-aware")
+        return now
+    real = timezone.now()
+    if as_of is None:
+        return real
+    if isinstance(as_of, datetime):
+        moment = as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of, CHICAGO)
+    else:
+        moment = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=CHICAGO)
+    return min(moment, real)

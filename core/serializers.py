@@ -1,5 +1,6 @@
 """Serializer base classes shared by the domain APIs."""
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
@@ -15,3 +16,20 @@ class StrictInputSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class ErrorDetailOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField()
+
+
+class ErrorOutput(serializers.Serializer):
+    """The error envelope every 4xx/5xx carries (``core.exception_handler``), for the OpenAPI schema."""
+
+    error = ErrorDetailOutput()
+
+
+def error_response(description: str) -> OpenApiResponse:
+    """An OpenAPI response documenting an error answer."""
+    return OpenApiResponse(response=ErrorOutput, description=description)

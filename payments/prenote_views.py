@@ -18,7 +18,7 @@ from core.errors import ValidationError
 from core.idempotency import request_fingerprint, validate_idempotency_key
 from core.idempotency.http import HEADER, REPLAY_HEADER
 from core.idempotency.services import MAX_KEY_LENGTH
-from core.serializers import StrictInputSerializer
+from core.serializers import StrictInputSerializer, error_response
 from payments import prenotes
 from payments.models import PrenoteUsioAccount, Provider
 from payments.prenote_serializers import PrenoteProviderField, PrenoteRequestOutput, PrenoteUsioAccountField
@@ -44,20 +44,6 @@ class PrenoteRequestInput(StrictInputSerializer):
         help_text="Usio only (required then): `subscription` (29111679) or `float_debit` (29063402).")
 
 
-class PrenoteErrorDetail(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField()
-
-
-class PrenoteErrorOutput(serializers.Serializer):
-    error = PrenoteErrorDetail()
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=PrenoteErrorOutput, description=description)
-
-
 class PrenoteRequestView(APIView):
     """Ask for a prenote (SPEC §6)."""
 
@@ -81,11 +67,12 @@ class PrenoteRequestView(APIView):
             202: OpenApiResponse(response=PrenoteRequestOutput, description="Accepted: a new prenote request."),
             200: OpenApiResponse(response=PrenoteRequestOutput,
                                  description="The prenote already pending for this account (nothing new)."),
-            400: _error("`validation_error` (missing/unknown field, unknown provider/usio_account; `details` names "
-                        "the field), `malformed_request`, `idempotency_key_invalid`."),
-            401: _error("No or bad credentials."),
-            403: _error("Only the service role may request prenotes."),
-            422: _error("`invalid_user_id`, `invalid_account_id`, `usio_account_required`, "
+            400: error_response(
+                "`validation_error` (missing/unknown field, unknown provider/usio_account; `details` names "
+                "the field), `malformed_request`, `idempotency_key_invalid`."),
+            401: error_response("No or bad credentials."),
+            403: error_response("Only the service role may request prenotes."),
+            422: error_response("`invalid_user_id`, `invalid_account_id`, `usio_account_required`, "
                         "`usio_account_not_allowed`, `bank_account_not_found`, `card_data_not_allowed`, "
                         "`idempotency_key_reused`."),
         },

@@ -44,6 +44,7 @@ from core.auth.permissions import ensure_user_access
 from core.auth.principal import Principal
 from core.business_days import CHICAGO, add_business_days, chicago_date, third_business_day_reached
 from core.errors import ConflictError, NotFoundError, ValidationError
+from core.jobs import job_clock
 from core.validators import validate_user_id
 from integrations.errors import ProcessorDeclined, ProcessorError
 from payments.models import (
@@ -634,23 +635,6 @@ class PrenoteVerifyStats:
         return asdict(self)
 
 
-def _clock(*, as_of: date | datetime | None, now: datetime | None) -> datetime:
-    """``now`` (aware; tests) as given; else ``as_of`` (a date: the end of that Chicago day) but never later than
-    the real time — verifying early would verify accounts that may still be returned."""
-    if now is not None:
-        if timezone.is_naive(now):
-            raise ValueError("now must be timezone-aware")
-        return now
-    real = timezone.now()
-    if as_of is None:
-        return real
-    if isinstance(as_of, datetime):
-        moment = as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of, CHICAGO)
-    else:
-        moment = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=CHICAGO)
-    return min(moment, real)
-
-
 def verification_cutoff(now: datetime) -> datetime:
     """The instant before which a submission has passed three business days at ``now``: the start (Chicago) of the
     day after the latest submission date D with ``add_business_days(D, 3) <= chicago_date(now)`` (SPEC §11)."""
@@ -706,7 +690,7 @@ def prenote_verify_due(*, as_of: date | datetime | None = None, now: datetime | 
     """
     from payments.status import payment_apply_status
 
-    now = _clock(as_of=as_of, now=now)
+    now = job_clock(as_of=as_of, now=now)
     cutoff = verification_cutoff(now)
     deadline = time.monotonic() + _setting("PRENOTE_VERIFY_TIME_BUDGET_SECONDS", DEFAULT_VERIFY_TIME_BUDGET_SECONDS)
     stats = PrenoteVerifyStats()

@@ -42,9 +42,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from core.business_days import CHICAGO
+from core.jobs import job_clock
 from integrations.errors import ProcessorError
 from payments.models import Method, Payment, Provider, Purpose, Source, Status
 from payments.routing import ROUTES
@@ -118,7 +117,7 @@ def reconcile_processing(*, as_of: date | datetime | None = None, now: datetime 
     Side effects: per payment, at most its status changes (history, outbox events) in one transaction; processor
     lookups (read-only GETs/lookups, safe to repeat). Idempotent.
     """
-    now = _clock(as_of=as_of, now=now)
+    now = job_clock(as_of=as_of, now=now)
     stuck_before = now - timedelta(minutes=settings.PROCESSING_STUCK_MINUTES)
     give_up_before = now - timedelta(minutes=settings.PROCESSING_GIVE_UP_MINUTES)
     max_errors = int(getattr(settings, "RECONCILER_MAX_CONSECUTIVE_ERRORS", DEFAULT_MAX_CONSECUTIVE_ERRORS))
@@ -168,21 +167,6 @@ def reconcile_processing(*, as_of: date | datetime | None = None, now: datetime 
     stats.outcomes = dict(sorted(outcomes.items()))
     logger.info("reconciler run finished", extra={"stats": stats.as_dict()})
     return stats
-
-
-def _clock(*, as_of: date | datetime | None, now: datetime | None) -> datetime:
-    if now is not None:
-        if timezone.is_naive(now):
-            raise ValueError("now must be timezone-aware")
-        return now
-    real = timezone.now()
-    if as_of is None:
-        return real
-    if isinstance(as_of, datetime):
-        moment = as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of, CHICAGO)
-    else:
-        moment = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=CHICAGO)
-    return min(moment, real)
 
 
 def _stuck_payments(*, created_before: datetime) -> Iterator[Payment]:

@@ -20,7 +20,7 @@ from core.errors import ValidationError
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotency_key_from_request, request_fingerprint
 from core.idempotency.http import REPLAY_HEADER
 from core.pagination import CursorPagination
-from core.serializers import StrictInputSerializer
+from core.serializers import StrictInputSerializer, error_response
 from payments import selectors, services
 from payments.filters import PaymentFilter
 from payments.models import Method, Payment, PaymentType, Provider, Purpose
@@ -81,23 +81,9 @@ class PaymentSubmitInput(StrictInputSerializer):
                                                 f"`{services.DEFAULT_LAST_NAME}`).")
 
 
-class PaymentsErrorDetail(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField()
-
-
-class PaymentsErrorOutput(serializers.Serializer):
-    error = PaymentsErrorDetail()
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=PaymentsErrorOutput, description=description)
-
-
 COMMON_ERRORS = {
-    401: _error("No or bad credentials."),
-    403: _error("Role not allowed, or another user's payment (`not_your_user`)."),
+    401: error_response("No or bad credentials."),
+    403: error_response("Role not allowed, or another user's payment (`not_your_user`)."),
 }
 
 
@@ -124,16 +110,17 @@ class PaymentSubmitView(APIView):
         responses={
             201: PaymentOutput,
             202: OpenApiResponse(response=PaymentOutput, description="Outcome unknown: the payment is PROCESSING."),
-            400: _error("`idempotency_key_missing`, `idempotency_key_invalid` (1-255 printable ASCII), "
+            400: error_response("`idempotency_key_missing`, `idempotency_key_invalid` (1-255 printable ASCII), "
                         "`validation_error` (missing/unknown field, unknown purpose/method/type/provider/rtp_mode "
                         "value; `details` names the field), `malformed_request` (not JSON)."),
-            409: _error("`idempotency_in_progress`: the first request with this key is still running."),
-            422: _error("`idempotency_key_reused` (same key, different body), `unsupported_route`, `invalid_amount` "
-                        "(`details.reason`: `not_a_number`, `not_positive`, `too_many_decimals`), "
-                        "`amount_over_limit`, `account_id_required`, `account_id_not_allowed`, "
-                        "`rtp_mode_not_allowed`, `invalid_name`, `invalid_user_id`, `invalid_account_id`, "
-                        "`card_data_not_allowed`, `user_blocklisted`, `bank_account_not_found`, "
-                        "`debit_card_missing`, `debit_card_invalid`."),
+            409: error_response("`idempotency_in_progress`: the first request with this key is still running."),
+            422: error_response(
+                "`idempotency_key_reused` (same key, different body), `unsupported_route`, `invalid_amount` "
+                "(`details.reason`: `not_a_number`, `not_positive`, `too_many_decimals`), "
+                "`amount_over_limit`, `account_id_required`, `account_id_not_allowed`, "
+                "`rtp_mode_not_allowed`, `invalid_name`, `invalid_user_id`, `invalid_account_id`, "
+                "`card_data_not_allowed`, `user_blocklisted`, `bank_account_not_found`, "
+                "`debit_card_missing`, `debit_card_invalid`."),
             **COMMON_ERRORS,
         },
     )
@@ -172,8 +159,8 @@ class UserPaymentListView(ListAPIView):
         operation_id="user_payments_list", tags=TAGS,
         summary="A user's payments, newest first (cursor-paginated; empty for a user with none).",
         responses={200: PaymentOutput(many=True),
-                   400: _error("`validation_error`: a filter value is invalid (`details` names it)."),
-                   422: _error("`invalid_user_id`."), 404: _error("`not_found`: invalid cursor."),
+                   400: error_response("`validation_error`: a filter value is invalid (`details` names it)."),
+                   422: error_response("`invalid_user_id`."), 404: error_response("`not_found`: invalid cursor."),
                    **COMMON_ERRORS},
     )
     def get(self, request, *args, **kwargs):
@@ -192,7 +179,7 @@ class PaymentDetailView(APIView):
             "confirmation_id", OpenApiTypes.STR, OpenApiParameter.PATH,
             description="The processor's confirmation id, or our payment id (UUID, with or without dashes): a "
                         "payment still PROCESSING, or refused before the processor confirmed it, has only our id.")],
-        responses={200: PaymentOutput, 404: _error("`payment_not_found`."), **COMMON_ERRORS},
+        responses={200: PaymentOutput, 404: error_response("`payment_not_found`."), **COMMON_ERRORS},
     )
     def get(self, request, confirmation_id: str):
         payment = selectors.payment_get(identifier=confirmation_id)

@@ -44,9 +44,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Sum
-from django.utils import timezone
 
-from core.business_days import CHICAGO
+from core.jobs import job_clock
 from integrations.errors import ProcessorError
 from refunds.data import RefundOutcome
 from refunds.models import Refund, RefundMethod, RefundStatus
@@ -79,23 +78,6 @@ class RefundReconcileStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _clock(*, as_of: date | datetime | None, now: datetime | None) -> datetime:
-    """``now`` (aware) if given; else ``as_of`` (a datetime, or the end of that Chicago day) but never later than
-    the real time: an operator cannot make young refunds look old and fail them."""
-    if now is not None:
-        if timezone.is_naive(now):
-            raise ValueError("now must be timezone-aware")
-        return now
-    real = timezone.now()
-    if as_of is None:
-        return real
-    if isinstance(as_of, datetime):
-        moment = as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of, CHICAGO)
-    else:
-        moment = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=CHICAGO)
-    return min(moment, real)
 
 
 class _Run:
@@ -221,7 +203,7 @@ def refund_reconcile_processing(*, as_of: date | datetime | None = None,
     next run. Side effects: per refund, at most ``refund_finish`` in its own transaction; Usio lookups only
     (read-only). Idempotent.
     """
-    now = _clock(as_of=as_of, now=now)
+    now = job_clock(as_of=as_of, now=now)
     stuck_before = now - timedelta(minutes=settings.PROCESSING_STUCK_MINUTES)
     budget = float(getattr(settings, "REFUND_RECONCILER_TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET_SECONDS))
     run = _Run(now=now, deadline=time.monotonic() + budget)

@@ -6,7 +6,6 @@
 """
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,26 +16,13 @@ from core.errors import ValidationError
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotency_key_from_request, request_fingerprint
 from core.idempotency.http import REPLAY_HEADER
 from core.pagination import CursorPagination
+from core.serializers import error_response
 from refunds import selectors, services
 from refunds.data import SupportIdentity
 from refunds.models import Refund
 from refunds.serializers import RefundCreateInput, RefundOutput
 
 TAGS = ["refunds"]
-
-
-class RefundsErrorDetail(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField()
-
-
-class RefundsErrorOutput(serializers.Serializer):
-    error = RefundsErrorDetail()
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(response=RefundsErrorOutput, description=description)
 
 
 def support_identity(request) -> SupportIdentity:
@@ -71,13 +57,13 @@ class RefundCreateView(APIView):
         responses={
             201: RefundOutput,
             202: OpenApiResponse(response=RefundOutput, description="Outcome unknown: the refund is PROCESSING."),
-            400: _error("`idempotency_key_missing`, `idempotency_key_invalid`, `validation_error` (missing or "
+            400: error_response("`idempotency_key_missing`, `idempotency_key_invalid`, `validation_error` (missing or "
                         "blank `description`/`user_id`/`amount`, unknown field — e.g. `support_name` —, unknown "
                         "`account_type`; `details` names the field), `malformed_request`."),
-            401: _error("No or bad credentials."),
-            403: _error("The caller's role may not refund (service, user)."),
-            409: _error("`idempotency_in_progress`: the first request with this key is still running."),
-            422: _error("`idempotency_key_reused`, `invalid_user_id`, `invalid_amount`, `amount_over_limit`, "
+            401: error_response("No or bad credentials."),
+            403: error_response("The caller's role may not refund (service, user)."),
+            409: error_response("`idempotency_in_progress`: the first request with this key is still running."),
+            422: error_response("`idempotency_key_reused`, `invalid_user_id`, `invalid_amount`, `amount_over_limit`, "
                         "`refund_target_missing`, `refund_target_conflict`, `invalid_confirmation_id`, "
                         "`invalid_account_id`, `account_id_required`, `account_id_not_allowed`, "
                         "`card_data_not_allowed`, `confirmation_has_payment`, `usio_transaction_not_found`; "
@@ -85,7 +71,7 @@ class RefundCreateView(APIView):
                         "(`details.reason`: `jpm_payment`, `not_a_debit`, ...), `payment_not_refundable`, "
                         "`usio_transaction_not_refundable`, `refund_exceeds_balance` (`details.refundable`), "
                         "`debit_card_missing`, `debit_card_invalid`, `bank_account_not_found`."),
-            503: _error("`usio_unavailable`: the Usio transaction could not be looked up; retry."),
+            503: error_response("`usio_unavailable`: the Usio transaction could not be looked up; retry."),
         },
     )
     def post(self, request):
@@ -121,9 +107,9 @@ class UserRefundListView(ListAPIView):
     @extend_schema(
         operation_id="user_refunds_list", tags=TAGS,
         summary="A user's refunds, newest first (cursor-paginated; empty for a user with none).",
-        responses={200: RefundOutput(many=True), 401: _error("No or bad credentials."),
-                   403: _error("The caller's role may not list refunds (admin, user)."),
-                   404: _error("`not_found`: invalid cursor."), 422: _error("`invalid_user_id`.")},
+        responses={200: RefundOutput(many=True), 401: error_response("No or bad credentials."),
+                   403: error_response("The caller's role may not list refunds (admin, user)."),
+                   404: error_response("`not_found`: invalid cursor."), 422: error_response("`invalid_user_id`.")},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
