@@ -2,6 +2,7 @@
 
 Fault modes (``POST /_control/faults``) apply to the next N calls of an operation:
 - ``500``: answered with HTTP 500; the request is **not** processed;
+- ``400``: answered with HTTP 400 (the peer refuses the request); **not** processed;
 - ``timeout``: the request **is** processed, then the answer waits ``hang_seconds`` (past the client's
   read timeout) — the "outcome unknown" case the reconciler must resolve;
 - ``malformed``: the request **is** processed; the answer is truncated JSON;
@@ -60,6 +61,8 @@ class SandboxApp:
         mode = fault.mode if fault else None
         if mode == "500":
             response = json_response({"error": "internal_error", "message": "sandbox fault"}, status=500)
+        elif mode == "400":
+            response = json_response({"error": "bad_request", "message": "sandbox fault"}, status=400)
         else:
             if mode == "slow":
                 time.sleep(fault.delay)

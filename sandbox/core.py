@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 from core.redaction import redact
 from sandbox.defaults import SANDBOX_JPM_CLIENT_ID, SANDBOX_JPM_WEBHOOK_SECRET, SANDBOX_USIO_MERCHANT_IDS
 
-FAULT_MODES = ("500", "timeout", "malformed", "slow")
+FAULT_MODES = ("500", "400", "timeout", "malformed", "slow")
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Fault:
 
 
 class Faults:
-    """Scripted failures: the next N calls of an operation answer 500 / hang / malformed JSON / slowly."""
+    """Scripted failures: the next N calls of an operation answer 500 / 400 / hang / malformed JSON / slowly."""
 
     def __init__(self):
         self._rules: dict[str, deque[Fault]] = {}

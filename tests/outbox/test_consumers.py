@@ -184,15 +184,8 @@ def test_a_timed_out_notification_is_sent_again_and_the_receiver_deduplicates_it
     assert len(notifications(sandbox)) == 1  # ...and idempotent on event_id at the receiver
 
 
-def test_a_refused_notification_is_dead_lettered_at_once(sandbox, monkeypatch):
-    from integrations import transaction_service
-    from integrations.errors import ProcessorDeclined
-
-    def refuse(self, notification):
-        raise ProcessorDeclined("bad request", code="http_400", processor="transaction_service",
-                                operation="post_payment_status")
-
-    monkeypatch.setattr(transaction_service.TransactionServiceClient, "post_payment_status", refuse)
+def test_a_refused_notification_is_dead_lettered_at_once(sandbox):
+    sandbox.fault("transactions.payments", "400")  # the Transaction Service refuses it for real (HTTP 400)
     payment = make_payment("float_debit_ach")
     move(payment, "ACHSENT", "COMPLETED")
 
@@ -202,3 +195,5 @@ def test_a_refused_notification_is_dead_lettered_at_once(sandbox, monkeypatch):
     letter = DeadLetter.objects.get()
     assert letter.task_name == "core.outbox_consumer_replay" and letter.kwargs["consumer"] == NOTIFIER
     assert "http_400" in letter.last_error
+    assert [r["status"] for r in sandbox.requests("transactions")] == [400]  # sent once, never retried
+    assert sandbox.received("transactions") == []

@@ -100,3 +100,10 @@ def test_request_log_is_redacted(sandbox):
                   json={"event_id": "e", "account_number": "123456789012", "token": "tok-secret"}, timeout=5)
     logged = sandbox.requests("transactions")[0]["body"]
     assert logged["account_number"] == "[REDACTED]" and logged["token"] == "[REDACTED]"
+
+
+def test_400_fault_refuses_without_processing(sandbox):
+    sandbox.fault("slack.webhook", "400")
+    assert _post_slack(sandbox).status_code == 400
+    assert sandbox.received("slack") == []
+    assert _post_slack(sandbox).status_code == 200
