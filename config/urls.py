@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include(api_v1)),
+    path("webhooks/", include("syncing.urls")),  # processor callbacks (JPM), authenticated by signature
     path("admin/", admin.site.urls),
 ]
 

@@ -11,12 +11,25 @@ from core.redaction import redact, redact_text
 logger = logging.getLogger(__name__)
 
 
+def raw_answer_of(error: BaseException) -> dict | None:
+    """The processor exchange (request and answer, already redacted by the client) a processor error carries."""
+    exchange = getattr(error, "exchange", None)
+    as_dict = getattr(exchange, "as_dict", None)
+    return redact(as_dict()) if callable(as_dict) else None
+
+
 def dead_letter_record(
     *, task_name: str, task_id: str, queue: str, args, kwargs, error: BaseException, attempts: int
 ) -> DeadLetter:
-    """Store the failed job. The error text and arguments are redacted (they may quote job data)."""
+    """Store the failed job. The error text and arguments are redacted (they may quote job data); a processor
+    error's exchange (the raw answer that broke the protocol) is kept, redacted, in ``raw_answer``.
+
+    Also used for one item of a batch job (a single payment of a check-ach chunk): ``args``/``kwargs`` then name
+    that item, so a replay re-runs just it.
+    """
     text = f"{type(error).__name__}: {error}"
     letter = DeadLetter.objects.create(
+        raw_answer=raw_answer_of(error),
         task_name=task_name,
         task_id=task_id or "",
         queue=queue,

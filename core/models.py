@@ -46,6 +46,8 @@ class DeadLetter(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     last_error = models.TextField()
+    raw_answer = models.JSONField(null=True, blank=True,
+                                  help_text="the processor's answer that broke the protocol (redacted), if any")
     attempts = models.PositiveIntegerField()
     failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
     replayed_at = models.DateTimeField(null=True, blank=True)

@@ -22,8 +22,6 @@ subscriber sees each payment's events in order — unless one of them goes dead 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -50,6 +48,7 @@ from core.models import OutboxEvent, PushDelivery, PushDeliveryStatus, PushSubsc
 from core.outbox import outbox_envelope
 from core.redaction import redact_text
 from core.schedules import ScheduleSpec, register_schedule
+from core.signatures import hmac_signature, hmac_signature_verify
 from core.tasks import job
 
 logger = logging.getLogger(__name__)
@@ -62,33 +61,14 @@ PUSH_RETRY_TASK = "core.outbox_push_retry"
 PUSH_TASK_MAX_SECONDS = 240
 MAX_PUSH_BACKOFF_SECONDS = 6 * 3600
 MIN_SECRET_LENGTH = 16
-SIGNATURE_TOLERANCE_SECONDS = 300
 _KICK_KEY = "core:outbox-push-kick"
 _EVENT_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
-# --- Signing ------------------------------------------------------------------------------------------------------
+# --- Signing (core.signatures: the same scheme as the JPM webhook) -----------------------------------------------
 
-
-def push_signature(*, secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-Payments-Signature`` value: ``t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def push_signature_verify(*, secret: str, header: str, body: bytes, now: float | None = None,
-                          tolerance_seconds: int = SIGNATURE_TOLERANCE_SECONDS) -> bool:
-    """What a receiver does: parse the header, recompute the HMAC, compare in constant time, check the age."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-        received = parts["v1"]
-    except (ValueError, KeyError):
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_seconds:
-        return False
-    expected = push_signature(secret=secret, body=body, timestamp=timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, received)
+push_signature = hmac_signature
+push_signature_verify = hmac_signature_verify
 
 
 def push_body(event: OutboxEvent) -> bytes:

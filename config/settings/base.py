@@ -323,6 +323,18 @@ JPM_CONNECT_TIMEOUT = env.float("JPM_CONNECT_TIMEOUT", default=3.05)
 JPM_READ_TIMEOUT = env.float("JPM_READ_TIMEOUT", default=30.0)
 # Shared secret of the JPM webhook signature (SPEC §10: X-JPM-Signature: t=<unix>,v1=<hex>).
 JPM_WEBHOOK_SECRET = env.str("JPM_WEBHOOK_SECRET", default="")
+# Signed timestamps older (or newer) than this are refused (replay window).
+JPM_WEBHOOK_TOLERANCE_SECONDS = env.int("JPM_WEBHOOK_TOLERANCE_SECONDS", default=300)
+# mTLS terminated at the proxy: a request whose header JPM_WEBHOOK_MTLS_HEADER equals JPM_WEBHOOK_MTLS_VALUE is
+# trusted without a signature. Off when the header name is empty; the proxy must strip it from other requests.
+JPM_WEBHOOK_MTLS_HEADER = env.str("JPM_WEBHOOK_MTLS_HEADER", default="")
+JPM_WEBHOOK_MTLS_VALUE = env.str("JPM_WEBHOOK_MTLS_VALUE", default="SUCCESS")
+# Largest webhook body accepted (50 callbacks are ~25 KB).
+JPM_WEBHOOK_MAX_BYTES = env.int("JPM_WEBHOOK_MAX_BYTES", default=256 * 1024)
+# Requests per minute accepted on the webhook per client address.
+JPM_WEBHOOK_THROTTLE_RATE = env.str("JPM_WEBHOOK_THROTTLE_RATE", default="600/min")
+# A stored message still unprocessed after this many minutes is queued again by the sweeper.
+JPM_WEBHOOK_SWEEP_MINUTES = env.int("JPM_WEBHOOK_SWEEP_MINUTES", default=10)
 
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 TRANSACTION_SERVICE_URL = env.str("TRANSACTION_SERVICE_URL", default="")
@@ -370,6 +382,18 @@ PRENOTE_VERIFY_TIME_BUDGET_SECONDS = env.int("PRENOTE_VERIFY_TIME_BUDGET_SECONDS
 REFUND_USIO_ACCOUNT = env.str("REFUND_USIO_ACCOUNT", default="float_credit")
 REFUND_LOOKUP_USIO_ACCOUNTS = env.list("REFUND_LOOKUP_USIO_ACCOUNTS", default=["subscription", "float_debit", "loan"])
 REFUND_RECONCILER_TIME_BUDGET_SECONDS = env.int("REFUND_RECONCILER_TIME_BUDGET_SECONDS", default=240)
+
+# Syncing (SPEC §7): check-ach payments per job and the worker's time budget (under the queue's 54 s limit).
+CHECK_ACH_JOB_SIZE = env.int("CHECK_ACH_JOB_SIZE", default=50)
+CHECK_ACH_TIME_BUDGET_SECONDS = env.int("CHECK_ACH_TIME_BUDGET_SECONDS", default=45)
+# The Usio merchant accounts (USIO_ACCOUNTS names) that the Usio sync and the balance report cover.
+USIO_SYNC_ACCOUNTS = env.list("USIO_SYNC_ACCOUNTS", default=["subscription", "float_debit", "float_credit", "loan"])
+USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES = env.int("USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES", default=35)
+# Token refresh (SPEC §7.4): cards expiring within USIO_TOKEN_EXPIRY_DAYS or with tokens older than
+# USIO_TOKEN_MAX_AGE_DAYS are refreshed through USIO_TOKEN_ACCOUNT (tokens are created on the master account).
+USIO_TOKEN_MAX_AGE_DAYS = env.int("USIO_TOKEN_MAX_AGE_DAYS", default=180)
+USIO_TOKEN_EXPIRY_DAYS = env.int("USIO_TOKEN_EXPIRY_DAYS", default=30)
+USIO_TOKEN_ACCOUNT = env.str("USIO_TOKEN_ACCOUNT", default="master")
 
 # --- Demo data (local only) -------------------------------------------------------------------------
 DEMO_API_KEY = env.str("DEMO_API_KEY", default="")

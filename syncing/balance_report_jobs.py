@@ -1,0 +1,1 @@
+"""Placeholder: the balance_report pipeline (issue 7) is being written."""

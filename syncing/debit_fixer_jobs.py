@@ -1,0 +1,1 @@
+"""Placeholder: the debit_fixer pipeline (issue 7) is being written."""

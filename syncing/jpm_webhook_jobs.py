@@ -1,0 +1,1 @@
+"""Placeholder: the jpm_webhook pipeline (issue 7) is being written."""

@@ -1,0 +1,1 @@
+"""Placeholder: the token_refresh pipeline (issue 7) is being written."""

@@ -1,0 +1,3 @@
+"""``/webhooks/``: processor callbacks (placeholder until the JPM webhook intake lands)."""
+
+urlpatterns: list = []

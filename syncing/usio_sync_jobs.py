@@ -1,0 +1,1 @@
+"""Placeholder: the usio_sync pipeline (issue 7) is being written."""
