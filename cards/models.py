@@ -68,6 +68,7 @@ class ChangeType(models.TextChoices):
     DELETED = "deleted", "Deleted"
     ADMIN_UPDATED = "admin_updated", "Admin update"
     INVALIDATED = "invalidated", "Invalidated"
+    TOKENS_REFRESHED = "tokens_refreshed", "Tokens refreshed"
 
 
 #: Change types that count towards DEBIT_CARD_MAX_CHANGES (a new card was put on file by the user's side).

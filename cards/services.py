@@ -343,3 +343,136 @@ def card_toggle_failure(*, user_id: str) -> DebitCard:
         card.save(update_fields=["force_failure", "updated_at"])
     logger.info("debit card failure switch toggled", extra={"user_id": user_id, "force_failure": card.force_failure})
     return card
+
+
+# --- sync pipelines and the debit-card fixer (SPEC §7.4, §7.8; issue 7) ---------------------------------------------
+
+#: Actor of the scheduled token refresh (SPEC §7.4).
+REFRESH_JOB_ACTOR = "token_refresh"
+
+
+def card_store_refreshed_tokens(
+    *, card_ids: list[int], old_credit_token: str, old_debit_token: str, new_credit_token: str,
+    new_debit_token: str, actor: str = REFRESH_JOB_ACTOR, reason: str = "Usio tokens refreshed",
+) -> list[int]:
+    """Store the tokens Usio gave for a card's old token pair (SPEC §7.4). Returns the ids of the cards updated.
+
+    Rule: only the cards among ``card_ids`` that still carry exactly the old pair (credit
+    ``transaction_reference_id``, debit ``debit_transaction_reference_id``) are updated — a card replaced or
+    changed by support since the refresh was scheduled keeps what it has (its new tokens were not refreshed).
+    Side effects, in one transaction (rows locked): the two tokens and ``token_refreshed_at`` = now, and per card
+    one ``tokens_refreshed`` change with ``actor`` and ``reason`` (the history never holds tokens, so the change
+    shows only who refreshed and when). Validity is left as
+    it is. Idempotent: a second call with the same arguments finds no card with the old pair and changes nothing
+    (unless the new pair equals the old one, which Usio never answers).
+    """
+    actor = _require_actor(actor)
+    new_credit = clean_token(new_credit_token, field="transaction_reference_id")
+    new_debit = clean_token(new_debit_token, field="debit_transaction_reference_id")
+    ids = sorted({int(card_id) for card_id in card_ids})
+    if not ids:
+        return []
+    now = timezone.now()
+    updated: list[int] = []
+    with transaction.atomic():
+        cards = list(DebitCard.objects.select_for_update().filter(
+            pk__in=ids, transaction_reference_id=old_credit_token,
+            debit_transaction_reference_id=old_debit_token).order_by("pk"))
+        for card in cards:
+            card.transaction_reference_id = new_credit
+            card.debit_transaction_reference_id = new_debit
+            card.token_refreshed_at = now
+            card.save(update_fields=["transaction_reference_id", "debit_transaction_reference_id",
+                                     "token_refreshed_at", "updated_at"])
+            _change(card_user_id=card.user_id, change_type=ChangeType.TOKENS_REFRESHED, actor=actor, old=card,
+                    new=card, reason=reason)
+            updated.append(card.pk)
+    logger.info("debit card tokens refreshed",
+                extra={"card_ids": updated, "skipped": len(ids) - len(updated), "actor": actor})
+    return updated
+
+
+def _locked_card_by_id(card_id: int) -> DebitCard:
+    card = DebitCard.objects.select_for_update().filter(pk=card_id).first()
+    if card is None:
+        raise NotFoundError("No such debit card.", code="debit_card_not_found")
+    return card
+
+
+def card_revalidate(*, card_id: int, actor: str, reason: str) -> tuple[DebitCard, dict]:
+    """Mark the card valid again (SPEC §7.8 ``revalidate``: support decided the card is good): ``is_valid`` true,
+    ``invalid_date`` and ``invalid_reason`` cleared. Returns ``(card, changes)``; ``changes`` is empty when the
+    card was valid already (then nothing is written). Side effects, in one transaction: the card row and one
+    ``admin_updated`` change (actor, reason). 404 ``debit_card_not_found``. Idempotent."""
+    actor = _require_actor(actor)
+    with transaction.atomic():
+        card = _locked_card_by_id(card_id)
+        if card.is_valid:
+            return card, {}
+        changes = {"is_valid": {"old": False, "new": True}, "invalid_reason": {"old": card.invalid_reason, "new": ""}}
+        card.is_valid, card.invalid_date, card.invalid_reason = True, None, ""
+        card.save(update_fields=["is_valid", "invalid_date", "invalid_reason", "updated_at"])
+        _change(card_user_id=card.user_id, change_type=ChangeType.ADMIN_UPDATED, actor=actor, old=card, new=card,
+                reason=reason)
+    logger.info("debit card revalidated", extra={"user_id": card.user_id, "card_id": card.pk})
+    return card, changes
+
+
+def card_rehash(*, card_id: int, actor: str, reason: str) -> tuple[DebitCard, dict]:
+    """Recompute ``hashed_card_number`` with the current ``HASH_KEY`` (SPEC §7.8 ``rehash``, after a key
+    rotation; SPEC §9). Returns ``(card, changes)``; ``changes`` is ``{"hashed_card_number": "recomputed"}``
+    (never the hashes) or empty when the stored hash is already current (nothing written). Side effects, in one
+    transaction: the card row and one ``admin_updated`` change (old and new hash, as every change records).
+    404 ``debit_card_not_found``. Idempotent."""
+    actor = _require_actor(actor)
+    with transaction.atomic():
+        card = _locked_card_by_id(card_id)
+        new_hash = card_hash(last4=card.masked_card_number, card_exp=card.card_exp)
+        if new_hash == card.hashed_card_number:
+            return card, {}
+        old = _snapshot(card)
+        card.hashed_card_number = new_hash
+        card.save(update_fields=["hashed_card_number", "updated_at"])
+        _change(card_user_id=card.user_id, change_type=ChangeType.ADMIN_UPDATED, actor=actor, old=old, new=card,
+                reason=reason)
+    logger.info("debit card re-hashed", extra={"user_id": card.user_id, "card_id": card.pk})
+    return card, {"hashed_card_number": "recomputed"}
+
+
+def card_scrub(*, card_id: int, actor: str, reason: str) -> tuple[DebitCard, dict]:
+    """Clear test-only state and normalise stored values (SPEC §7.8 ``scrub``): ``force_failure`` off; tokens and
+    ``invalid_reason`` stripped of surrounding whitespace (legacy imports carried it; a token that would become
+    empty is left alone and reported as ``token_blank``, never blanked). Returns ``(card, changes)``: the names
+    of the fields changed (never token values); empty → nothing written. Side effects, in one transaction: the
+    card row and one ``admin_updated`` change. 404 ``debit_card_not_found``. Idempotent."""
+    actor = _require_actor(actor)
+    changes: dict = {}
+    with transaction.atomic():
+        card = _locked_card_by_id(card_id)
+        fields = []
+        if card.force_failure:
+            card.force_failure = False
+            changes["force_failure"] = {"old": True, "new": False}
+            fields.append("force_failure")
+        for field in TOKEN_FIELDS:
+            value = getattr(card, field)
+            stripped = value.strip()
+            if stripped == value:
+                continue
+            if not stripped:
+                changes.setdefault("token_blank", []).append(field)
+                continue
+            setattr(card, field, stripped)
+            changes.setdefault("whitespace_stripped", []).append(field)
+            fields.append(field)
+        if card.invalid_reason != card.invalid_reason.strip():
+            card.invalid_reason = card.invalid_reason.strip()
+            changes.setdefault("whitespace_stripped", []).append("invalid_reason")
+            fields.append("invalid_reason")
+        if fields:
+            card.save(update_fields=[*fields, "updated_at"])
+            _change(card_user_id=card.user_id, change_type=ChangeType.ADMIN_UPDATED, actor=actor, old=card,
+                    new=card, reason=reason)
+    if fields:
+        logger.info("debit card scrubbed", extra={"user_id": card.user_id, "card_id": card.pk, "fields": fields})
+    return card, changes

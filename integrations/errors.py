@@ -19,8 +19,20 @@ if TYPE_CHECKING:
     from integrations.http import Exchange
 
 
+def _rebuild_processor_error(cls, message: str, state: dict) -> ProcessorError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
 class ProcessorError(Exception):
     retryable = False
+
+    def __reduce__(self):
+        # Celery pickles a failed task's exception before ``on_failure`` sees it; the default reduction calls
+        # ``cls(*args)`` and loses the keyword-only fields (the exchange that dead letters keep as the raw answer).
+        return (_rebuild_processor_error, (type(self), self.message, self.__dict__.copy()))
 
     def __init__(self, message: str, *, processor: str, operation: str, exchange: Exchange | None = None):
         super().__init__(message)

@@ -47,6 +47,7 @@ from core.errors import ConflictError, NotFoundError, ValidationError
 from core.jobs import job_clock
 from core.validators import validate_user_id
 from integrations.errors import ProcessorDeclined, ProcessorError
+from payments.jpm_status import jpm_gate_verdict
 from payments.models import (
     Method,
     Payment,
@@ -90,7 +91,6 @@ MAX_RETRY_BACKOFF_SECONDS = 3600.0
 DEFAULT_VERIFY_TIME_BUDGET_SECONDS = 40.0  # the check-ach queue's time limit is 54 s
 VERIFY_CHUNK_SIZE = 200
 VERIFY_MAX_CONSECUTIVE_ERRORS = 3
-_JPM_FAILED = frozenset({"RETURNED", "REJECTED"})
 
 
 def _setting(name: str, default):
@@ -660,21 +660,6 @@ def _due_prenotes(cutoff: datetime):
         last = (chunk[-1].submit_date, chunk[-1].id)
 
 
-def _jpm_verdict(payment: Payment) -> tuple[str, str | None, str | None, str | None]:
-    """(status, failure, return_code, return_info) from JPM's answer (SPEC §7.2)."""
-    from integrations.jpm import jpm_client
-
-    answer = jpm_client().get_payment_status(payment.reference)
-    if not answer.found:
-        raise LookupError("JPM does not know this prenote")
-    if answer.status not in _JPM_FAILED:
-        return Status.COMPLETED, None, None, None
-    code = answer.return_code
-    description = next((e.error_description for e in answer.exceptions if e.error_description), None)
-    info = f"{code}: {description}" if code and description else (code or description or answer.status)
-    return Status.FAILED, "returned" if answer.status == "RETURNED" else "rejected", code, info
-
-
 def prenote_verify_due(*, as_of: date | datetime | None = None, now: datetime | None = None) -> PrenoteVerifyStats:
     """Complete every prenote that passed three business days without a return (SPEC §6, §11).
 
@@ -707,7 +692,11 @@ def prenote_verify_due(*, as_of: date | datetime | None = None, now: datetime | 
         to_status, failure, code, info = Status.COMPLETED, None, None, None
         if is_jpm:
             try:
-                to_status, failure, code, info = _jpm_verdict(payment)
+                verdict = jpm_gate_verdict(payment)
+                if verdict is None:
+                    raise LookupError("JPM does not know this prenote")
+                to_status, failure, code, info = (verdict.to_status, verdict.failure, verdict.return_code,
+                                                  verdict.return_info)
             except (ProcessorError, LookupError) as exc:
                 jpm_errors += isinstance(exc, ProcessorError)
                 stats.errors += 1

@@ -40,14 +40,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 
 from core.jobs import job_clock
 from integrations.errors import ProcessorError
+from payments.jpm_status import StatusStep, UnexpectedJpmStatus, jpm_return_info, jpm_steps, status_steps_apply
 from payments.models import Method, Payment, Provider, Purpose, Source, Status
 from payments.routing import ROUTES
-from payments.status import payment_apply_status, payment_emit_event
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +59,8 @@ DEFAULT_TIME_BUDGET_SECONDS = 240.0
 # A prenote (SPEC §6) may have gone through either Usio account the prenote API allows: both are asked when the
 # prenote does not name its merchant account. Payments follow the routing table (``payments.routing.ROUTES``).
 _PRENOTE_USIO_ACCOUNTS = ("subscription", "float_debit")
-# JPM statuses (processors.md) that mean "accepted for processing and not failed".
-_JPM_ACCEPTED = frozenset({"PENDING", "ACCEPTED", "HOLD", "CLEARED", "COMPLETED"})
-_JPM_CLEARED = frozenset({"CLEARED", "COMPLETED"})
+# One status change to apply (or one non-status event to emit): the shared JPM mapping's step (payments/jpm_status).
+_Step = StatusStep
 
 
 @dataclass
@@ -80,18 +78,6 @@ class ReconcileStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One status change to apply (or, with ``event_type``, one non-status event to emit)."""
-
-    to_status: str | None
-    failure: str | None = None
-    return_code: str | None = None
-    return_info: str | None = None
-    confirmation_id: str | None = None
-    event_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,26 +258,16 @@ def _look_up_jpm(payment: Payment) -> _Finding:
 
 
 def _jpm_steps(payment: Payment, answer) -> tuple[_Step, ...]:
-    """JPM status → our steps (SPEC §7.1's mapping, from PROCESSING): accepted → ACHSENT (endToEndId as the
-    confirmation id); CLEARED → also CLEARED; COMPLETED → also CLEARED and, for a subscription, the
-    ``SUBSCRIPTION_SENT`` event; REJECTED → FAILED rejected; RETURNED → ACHSENT, then FAILED returned."""
-    reference = payment.reference
-    code = answer.return_code
-    description = next((e.error_description for e in answer.exceptions if e.error_description), None)
-    info = f"{code}: {description}" if code and description else (code or description)
-    if answer.status == "REJECTED":
-        return (_Step(Status.FAILED, failure="rejected", return_code=code, return_info=info or "REJECTED",
-                      confirmation_id=reference),)
-    steps = [_Step(Status.ACHSENT, confirmation_id=reference)]
-    if answer.status == "RETURNED":
-        steps.append(_Step(Status.FAILED, failure="returned", return_code=code, return_info=info or "RETURNED"))
-    elif answer.status in _JPM_CLEARED:
-        steps.append(_Step(Status.CLEARED))
-        if answer.status == "COMPLETED" and payment.purpose == Purpose.SUBSCRIPTION:
-            steps.append(_Step(None, event_type="SUBSCRIPTION_SENT"))
-    elif answer.status not in _JPM_ACCEPTED:  # the adapter only passes known statuses
-        raise _Mismatch(f"unexpected JPM status {answer.status!r}")
-    return tuple(steps)
+    """JPM status → our steps: SPEC §7.1's mapping from PROCESSING, shared with the webhook
+    (``payments.jpm_status.jpm_steps``): accepted → ACHSENT (endToEndId as the confirmation id); CLEARED → also
+    CLEARED; COMPLETED → also CLEARED and, for a subscription, the ``SUBSCRIPTION_SENT`` event; REJECTED → FAILED
+    rejected; RETURNED → ACHSENT, then FAILED returned."""
+    try:
+        return jpm_steps(payment=payment, status=answer.status, end_to_end_id=payment.reference,
+                         return_code=answer.return_code,
+                         return_info=jpm_return_info(return_code=answer.return_code, exceptions=answer.exceptions))
+    except UnexpectedJpmStatus as exc:  # the adapter only passes known statuses
+        raise _Mismatch(str(exc)) from exc
 
 
 # --- applying -----------------------------------------------------------------------------------------------------
@@ -300,19 +276,6 @@ def _jpm_steps(payment: Payment, answer) -> tuple[_Step, ...]:
 def _apply(payment: Payment, steps: tuple[_Step, ...], *, raw_payload_ref: str) -> str | None:
     """Apply ``steps`` in one transaction. Returns the payment's status after them, or None when the first step
     was refused (the payment left PROCESSING meanwhile: whoever moved it knew the outcome; nothing is applied)."""
-    with transaction.atomic():
-        status: str | None = None
-        for index, step in enumerate(steps):
-            if step.to_status is None:
-                payment_emit_event(payment_id=payment.pk, event_type=step.event_type, source=Source.RECONCILER,
-                                   raw_payload_ref=raw_payload_ref)
-                continue
-            result = payment_apply_status(
-                payment_id=payment.pk, to_status=step.to_status, source=Source.RECONCILER, actor=ACTOR,
-                failure=step.failure, return_code=step.return_code, return_info=step.return_info,
-                confirmation_id=step.confirmation_id, raw_payload_ref=raw_payload_ref,
-            )
-            if index == 0 and not result.applied:
-                return None
-            status = result.payment.payment_status
-        return status
+    result = status_steps_apply(payment=payment, steps=steps, source=Source.RECONCILER, actor=ACTOR,
+                                raw_payload_ref=raw_payload_ref, stop_if_first_refused=True)
+    return None if result.first_refused else result.status

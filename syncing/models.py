@@ -29,6 +29,7 @@ class JpmWebhookMessage(models.Model):
     last_delivered_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="processing attempts started")
+    last_attempt_at = models.DateTimeField(null=True, blank=True, help_text="when the last attempt started")
     outcome = models.JSONField(default=dict, blank=True, help_text="counts per outcome of the last processing")
     last_error = models.TextField(blank=True)
 

@@ -31,7 +31,7 @@ class Command(BaseCommand):
             key: value
             for key, value in options.items()
             if key not in {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color",
-                           "skip_checks"}
+                           "skip_checks", "stdout", "stderr"}
         }
         try:
             result = job.run(as_of=as_of, **job_options)

@@ -1,0 +1,427 @@
+"""The Usio sync (SPEC §7.3, seed 004 "Usio Sync"): Usio has no webhooks, so its reports are polled.
+
+Three reports, each read per merchant account (``USIO_SYNC_ACCOUNTS``) for a window ``[start, end)``:
+
+| job type | report (``GetTransactionList`` ``ReportType``) | window | staged as |
+|---|---|---|---|
+| ``transactions`` | transactions submitted in the window, current status | the last 35 minutes | ``transaction`` |
+| ``ach_returns`` | ACH returns by return time | the America/Chicago day of the run | ``return`` |
+| ``chargebacks`` | chargebacks by chargeback time | the America/Chicago day of the run | ``chargeback`` |
+
+``usio_sync_window`` reads one report, then (only once the whole report was read and parsed: a broken answer
+raises before anything is written) upserts every record into ``UsioTransaction`` (set-based: one SELECT of the
+window's keys, ``bulk_create`` the new rows, ``bulk_update`` the changed ones, identical rows untouched), matches
+the records to payments in one query (Usio ``Confirmation`` = ``payment.confirmation_id``, else our reference
+``AdditionalSearch`` = ``payment.reference``), and applies what each record says through the status machine:
+
+- **returned** (the returns report, or a transactions record with status ``returned``), ACH only → FAILED
+  ``failure="returned"``, ``return_code`` = the NACHA code, ``return_info="RETURNED"``, dated at the return
+  (``*_RETURNED`` / ``PRENOTE_RETURNED``); a PROCESSING payment is first moved to ACHSENT (it was submitted);
+- **chargeback** (the chargebacks report, or a transactions record with status ``chargeback``), card/RTP only →
+  CHARGED_BACK (``*_CHARGED_BACK``), a PROCESSING payment first to COMPLETED; an ACH payment is "not applicable"
+  (the status machine has no chargeback for ACH): counted and logged;
+- **settled** (transactions): PROCESSING → ACHSENT (ACH) / COMPLETED (card/RTP) with the confirmation id; an
+  ACHSENT/CLEARED ACH **debit** → COMPLETED only once past the three-business-day gate (``core.business_days``),
+  else unchanged (check-ach completes it; Usio's "settled" is not the end of the return window); an ACH **credit**
+  → COMPLETED at once (check-ach never selects credits — seed 004: "credits are never cleared by this pipeline" —
+  so this sync is what completes them; a later return still fails it: COMPLETED → FAILED is a late ACH return).
+  Prenotes are never completed here (the prenote verifier owns PRENOTE_VERIFIED);
+- **failed** (transactions) on a PROCESSING payment → FAILED (``rejected`` for ACH, ``declined`` for cards); on any
+  other status: not applicable (counted and logged);
+- **pending**: nothing.
+
+A record for no known payment is staged with ``payment`` NULL (``unmatched``). A record whose amount, direction,
+merchant account or processor does not fit the payment it matched (or that carries our reference while the
+payment already has another confirmation) is staged with that payment but never applied (``mismatched``, logged
+for support).
+
+Idempotency: the staging upsert writes nothing for identical records, and every status change goes through
+``payment_apply_status`` (a change already made is refused), so re-running a window changes nothing, and
+re-running it after a crash in the middle completes the rest. Each payment's changes are one transaction; no
+transaction is open during the HTTP call.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.business_days import CHICAGO, chicago_date, third_business_day_reached
+from core.jobs import job_clock
+from integrations.usio import UsioTransaction as UsioRecord
+from integrations.usio import usio_client
+from payments.models import Method, Payment, PaymentType, Provider, Purpose, Source, Status
+from payments.status import payment_apply_status
+from syncing.models import UsioRecordType, UsioTransaction
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "usio_sync"
+JOB_TYPES = ("transactions", "ach_returns", "chargebacks")
+RECORD_TYPES = {
+    "transactions": UsioRecordType.TRANSACTION,
+    "ach_returns": UsioRecordType.RETURN,
+    "chargebacks": UsioRecordType.CHARGEBACK,
+}
+#: Keys per ``IN (...)`` query: one query for any ordinary window, well under every database's parameter limit.
+KEY_CHUNK = 900
+#: The staging fields compared (and rewritten) when a record is seen again.
+_STAGED_FIELDS = ("kind", "merchant_account", "amount", "status", "return_code", "reference", "account_mask",
+                  "transaction_date", "event_date", "payment_id", "raw")
+
+
+@dataclass
+class UsioSyncStats:
+    """What one window of one merchant account did.
+
+    ``fetched`` = ``created + updated + unchanged`` (staging) = ``matched + unmatched`` (payments);
+    ``applied``, ``not_applicable`` and ``mismatched`` count matched records.
+    """
+
+    account: str
+    job_type: str
+    start: str
+    end: str
+    fetched: int = 0
+    created: int = 0  # new staging rows
+    updated: int = 0  # staging rows whose record changed (e.g. settled → returned)
+    unchanged: int = 0  # staging rows already identical: not written
+    matched: int = 0  # records of a known payment
+    unmatched: int = 0  # records of no payment we know: staged with payment NULL
+    applied: int = 0  # records that changed their payment's status
+    not_applicable: int = 0  # records whose outcome has no meaning for the payment (an ACH chargeback, ...)
+    mismatched: int = 0  # records that do not fit their payment (amount, direction, ...): staged, never applied
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Step:
+    to_status: str
+    failure: str | None = None
+    return_code: str | None = None
+    return_info: str | None = None
+    at: datetime | None = None
+
+
+# --- windows -----------------------------------------------------------------------------------------------------
+
+
+def usio_chicago_day_window(day: date) -> tuple[datetime, datetime]:
+    """``[00:00, next 00:00)`` of the America/Chicago calendar ``day``, in UTC (23, 24 or 25 hours: DST-correct)."""
+    start = datetime.combine(day, time.min, tzinfo=CHICAGO)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=CHICAGO)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def usio_sync_window_bounds(*, job_type: str, as_of: date | datetime | None = None,
+                            now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The window a run of ``job_type`` covers (SPEC §7 schedules), as aware UTC datetimes ``(start, end)``.
+
+    ``transactions``: the ``USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES`` (35) minutes ending at the job's clock
+    (``job_clock``: ``now``, else the end of the ``as_of`` Chicago day but never later than the real time).
+    ``ach_returns`` / ``chargebacks``: the Chicago calendar day of ``as_of`` (a date), else of the job's clock.
+    """
+    _check_job_type(job_type)
+    if job_type == "transactions":
+        end = job_clock(as_of=as_of, now=now).astimezone(UTC)
+        return end - timedelta(minutes=settings.USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES), end
+    if isinstance(as_of, date) and not isinstance(as_of, datetime) and now is None:
+        day = as_of
+    else:
+        day = chicago_date(job_clock(as_of=as_of, now=now))
+    return usio_chicago_day_window(day)
+
+
+def usio_sync_accounts() -> list[str]:
+    """The merchant accounts the sync covers (``USIO_SYNC_ACCOUNTS``, names of ``USIO_ACCOUNTS``)."""
+    return list(settings.USIO_SYNC_ACCOUNTS)
+
+
+# --- the syncer --------------------------------------------------------------------------------------------------
+
+
+def usio_sync_window(*, account: str, job_type: str, start: datetime, end: datetime,
+                     now: datetime | None = None) -> UsioSyncStats:
+    """Read the ``job_type`` report of merchant ``account`` for ``[start, end)``, stage it and apply it (see the
+    module docstring for the rules).
+
+    ``now`` (aware; default: the real time) is the clock the three-business-day gate is measured against.
+
+    Raises what the client raises, before anything is written: ``ProcessorProtocolError`` (the answer broke the
+    protocol), ``ProcessorUnavailable`` / ``ProcessorTimeout`` (retry), ``ProcessorAuthError`` /
+    ``ProcessorDeclined`` / ``ProcessorConfigurationError``. ``ValueError`` for a bad job type or window.
+
+    Side effects: ``UsioTransaction`` rows created/updated (one transaction), then per payment its status changes
+    (history, outbox events) in one transaction each. Idempotent: a second run writes nothing.
+    """
+    _check_job_type(job_type)
+    if timezone.is_naive(start) or timezone.is_naive(end):
+        raise ValueError("start and end must be timezone-aware")
+    now = now or timezone.now()
+    merchant_id = _merchant_id(account)
+    record_type = RECORD_TYPES[job_type]
+    stats = UsioSyncStats(account=account, job_type=job_type, start=start.isoformat(), end=end.isoformat())
+
+    # The HTTP call, outside any transaction; the client parses the whole report before returning.
+    report = usio_client(account).get_transaction_list(start=start, end=end, report_type=job_type)
+    records = _unique(report.transactions)
+    stats.fetched = len(records)
+
+    payments = _match(records)
+    _stage(records, payments=payments, record_type=record_type, merchant_id=merchant_id, stats=stats)
+
+    for record in records:
+        payment = payments.get(record.confirmation)
+        if payment is None:
+            stats.unmatched += 1
+            continue
+        stats.matched += 1
+        problem = _misfit(payment, record, merchant_id)
+        if problem:
+            stats.mismatched += 1
+            logger.warning("usio sync record does not fit its payment",
+                           extra={"payment_id": str(payment.pk), "confirmation": record.confirmation,
+                                  "account": account, "job_type": job_type, "reason": problem})
+            continue
+        steps = _steps(payment, record, job_type=job_type, now=now)
+        if steps is None:
+            stats.not_applicable += 1
+            logger.warning("usio sync record not applicable to its payment",
+                           extra={"payment_id": str(payment.pk), "confirmation": record.confirmation,
+                                  "account": account, "job_type": job_type, "record_status": record.status,
+                                  "payment_status": payment.payment_status, "method": payment.payment_method})
+            continue
+        if steps and _apply(payment, record, steps,
+                            raw_payload_ref=f"usio:{account}:{record_type}:{record.confirmation}",
+                            merchant_id=merchant_id):
+            stats.applied += 1
+
+    logger.info("usio sync window done", extra={"stats": stats.as_dict()})
+    return stats
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _check_job_type(job_type: str) -> None:
+    if job_type not in JOB_TYPES:
+        raise ValueError(f"job_type must be one of {', '.join(JOB_TYPES)}, not {job_type!r}")
+
+
+def _merchant_id(account: str) -> str:
+    accounts = getattr(settings, "USIO_ACCOUNTS", {}) or {}
+    entry = accounts.get(account)
+    if not isinstance(entry, dict) or not entry.get("merchant_id"):
+        raise ValueError(f"unknown Usio account {account!r}")
+    return str(entry["merchant_id"])
+
+
+def _unique(records: Iterable[UsioRecord]) -> list[UsioRecord]:
+    """One record per confirmation (a report listing one twice: the last wins), in report order."""
+    by_confirmation: dict[str, UsioRecord] = {}
+    for record in records:
+        by_confirmation.pop(record.confirmation, None)
+        by_confirmation[record.confirmation] = record
+    return list(by_confirmation.values())
+
+
+def _chunks(items: list, size: int = KEY_CHUNK) -> Iterable[list]:
+    for index in range(0, len(items), size):
+        yield items[index:index + size]
+
+
+def _reference_pk(reference: str | None) -> uuid.UUID | None:
+    if not reference:
+        return None
+    try:
+        return uuid.UUID(hex=reference.strip())
+    except ValueError:
+        return None
+
+
+def _match(records: list[UsioRecord]) -> dict[str, Payment]:
+    """Confirmation → payment, by ``confirmation_id`` first, else by our reference; one query per window."""
+    confirmations = [r.confirmation for r in records]
+    references = {pk for r in records if (pk := _reference_pk(r.reference)) is not None}
+    by_confirmation: dict[str, Payment] = {}
+    by_pk: dict[uuid.UUID, Payment] = {}
+    fields = ("id", "confirmation_id", "purpose", "payment_method", "payment_type", "payment_provider",
+              "merchant_account", "amount", "payment_status", "submit_date", "created_at")
+    keys = [("c", c) for c in confirmations] + [("r", r) for r in sorted(references)]
+    for chunk in _chunks(keys):
+        condition = Q(pk__in=[])
+        chunk_confirmations = [value for kind, value in chunk if kind == "c"]
+        chunk_references = [value for kind, value in chunk if kind == "r"]
+        if chunk_confirmations:
+            condition |= Q(confirmation_id__in=chunk_confirmations)
+        if chunk_references:
+            condition |= Q(pk__in=chunk_references)
+        for payment in Payment.objects.filter(condition).only(*fields):
+            by_pk[payment.pk] = payment
+            if payment.confirmation_id:
+                by_confirmation[payment.confirmation_id] = payment
+    matched: dict[str, Payment] = {}
+    for record in records:
+        payment = by_confirmation.get(record.confirmation)
+        if payment is None:
+            pk = _reference_pk(record.reference)
+            payment = by_pk.get(pk) if pk is not None else None
+        if payment is not None:
+            matched[record.confirmation] = payment
+    return matched
+
+
+def _raw(record: UsioRecord) -> dict:
+    """The record as the adapter gave it, JSON-able (amounts as strings, dates ISO). Usio reports carry no account
+    numbers; ``account_mask`` is already masked."""
+    raw = {}
+    for name, value in asdict(record).items():
+        if isinstance(value, Decimal):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        raw[name] = value
+    return raw
+
+
+def _event_date(record: UsioRecord, record_type: str) -> datetime | None:
+    if record_type == UsioRecordType.CHARGEBACK:
+        return record.chargeback_date or record.return_date
+    return record.return_date or record.chargeback_date
+
+
+def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_type: str, merchant_id: str,
+           stats: UsioSyncStats) -> None:
+    """Upsert the records into ``UsioTransaction`` (keyed by confirmation + record type) in one transaction:
+    new rows created, changed rows updated, identical rows not written."""
+    wanted: dict[str, dict] = {}
+    for record in records:
+        payment = payments.get(record.confirmation)
+        wanted[record.confirmation] = {
+            "kind": record.transaction_type,
+            "merchant_account": merchant_id,
+            "amount": record.amount,
+            "status": record.status,
+            "return_code": record.return_code or "",
+            "reference": (record.reference or "")[:64],
+            "account_mask": (record.account_mask or "")[:32],
+            "transaction_date": record.transaction_date,
+            "event_date": _event_date(record, record_type),
+            "payment_id": payment.pk if payment is not None else None,
+            "raw": _raw(record),
+        }
+    with transaction.atomic():
+        existing: dict[str, UsioTransaction] = {}
+        for chunk in _chunks(list(wanted)):
+            for row in UsioTransaction.objects.filter(record_type=record_type, confirmation__in=chunk):
+                existing[row.confirmation] = row
+        new_rows, changed_rows = [], []
+        moment = timezone.now()
+        for confirmation, values in wanted.items():
+            row = existing.get(confirmation)
+            if row is None:
+                new_rows.append(UsioTransaction(confirmation=confirmation, record_type=record_type, **values))
+                continue
+            if all(_same(getattr(row, name), value) for name, value in values.items()):
+                stats.unchanged += 1
+                continue
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = moment  # bulk_update does not run auto_now
+            changed_rows.append(row)
+        if new_rows:
+            # A parallel run of the same window may insert the same keys: theirs stands (same report, same data).
+            UsioTransaction.objects.bulk_create(new_rows, batch_size=500, ignore_conflicts=True)
+        if changed_rows:
+            UsioTransaction.objects.bulk_update(changed_rows, [*_STAGED_FIELDS, "updated_at"], batch_size=500)
+    stats.created = len(new_rows)
+    stats.updated = len(changed_rows)
+
+
+def _same(current, wanted) -> bool:
+    if isinstance(wanted, Decimal):
+        return current is not None and Decimal(current) == wanted
+    if isinstance(wanted, datetime) and isinstance(current, datetime):
+        return current == wanted
+    return current == wanted
+
+
+def _misfit(payment: Payment, record: UsioRecord, merchant_id: str) -> str | None:
+    """Why ``record`` cannot be applied to ``payment`` (support must look), or None."""
+    if payment.payment_provider != Provider.USIO:
+        return "payment is not a Usio payment"
+    if record.transaction_type != payment.payment_type:
+        return f"direction: record {record.transaction_type}, payment {payment.payment_type}"
+    if record.amount != payment.amount:
+        return f"amount: record {record.amount}, payment {payment.amount}"
+    if payment.merchant_account and payment.merchant_account != merchant_id:
+        return f"merchant account: record {merchant_id}, payment {payment.merchant_account}"
+    if payment.confirmation_id and payment.confirmation_id != record.confirmation:
+        return "record carries our reference but the payment has another confirmation"
+    return None
+
+
+def _steps(payment: Payment, record: UsioRecord, *, job_type: str, now: datetime) -> tuple[_Step, ...] | None:
+    """The status changes ``record`` calls for: ``()`` nothing to do (now), ``None`` not applicable."""
+    ach = payment.payment_method == Method.ACH
+    processing = payment.payment_status == Status.PROCESSING
+    status = {"ach_returns": "returned", "chargebacks": "chargeback"}.get(job_type, record.status)
+
+    if status == "returned":
+        if not ach:
+            return None
+        returned = _Step(Status.FAILED, failure="returned", return_code=record.return_code, return_info="RETURNED",
+                         at=record.return_date or now)
+        return (_Step(Status.ACHSENT), returned) if processing else (returned,)
+    if status == "chargeback":
+        if ach:
+            return None
+        charged_back = _Step(Status.CHARGED_BACK, return_code=record.return_code,
+                             at=record.chargeback_date or now)
+        return (_Step(Status.COMPLETED), charged_back) if processing else (charged_back,)
+    if status == "settled":
+        if not ach:
+            return (_Step(Status.COMPLETED),) if processing else ()
+        credit = payment.payment_type == PaymentType.CREDIT and payment.purpose != Purpose.PRENOTE
+        if processing:
+            return (_Step(Status.ACHSENT), _Step(Status.COMPLETED, at=now)) if credit else (_Step(Status.ACHSENT),)
+        if payment.payment_status not in (Status.ACHSENT, Status.CLEARED) or payment.purpose == Purpose.PRENOTE:
+            return ()  # already past this point; prenotes are the prenote verifier's
+        if credit or (payment.submit_date is not None and third_business_day_reached(payment.submit_date, now)):
+            return (_Step(Status.COMPLETED, at=now),)
+        return ()  # a debit before the gate: check-ach completes it
+    if status == "failed":
+        if not processing:
+            return () if payment.payment_status == Status.FAILED else None
+        failure = "rejected" if ach else "declined"
+        return (_Step(Status.FAILED, failure=failure, return_code=record.return_code,
+                      return_info=record.return_code or failure),)
+    return ()  # pending: nothing known yet
+
+
+def _apply(payment: Payment, record: UsioRecord, steps: tuple[_Step, ...], *, raw_payload_ref: str,
+           merchant_id: str) -> bool:
+    """Apply ``steps`` to ``payment`` in one transaction; True when any of them changed it. A step the status
+    machine refuses (already applied, or the payment moved on) changes nothing."""
+    applied = False
+    with transaction.atomic():
+        for step in steps:
+            result = payment_apply_status(
+                payment_id=payment.pk, to_status=step.to_status, source=Source.USIO_SYNC, actor=ACTOR,
+                failure=step.failure, return_code=step.return_code, return_info=step.return_info,
+                confirmation_id=record.confirmation, merchant_account=merchant_id,
+                raw_payload_ref=raw_payload_ref, at=step.at,
+            )
+            applied = applied or result.applied
+    return applied

@@ -1,0 +1,398 @@
+"""The Usio syncer (SPEC §7.3): ``usio_sync_window`` against the sandbox over real HTTP.
+
+Payments are made through the API; the sandbox clock (``sandbox.advance``) makes returns appear, our clock is moved
+with ``now=``. Events reach their consumers (blocklist, prenote account status) through ``outbox_relay_run()``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bank_accounts.selectors import bank_account_get
+from blocklist.models import BlocklistRecord
+from blocklist.selectors import blocklist_is_blocked
+from core.business_days import CHICAGO, add_business_days, chicago_date
+from core.outbox_relay import outbox_relay_run
+from integrations.errors import ProcessorProtocolError
+from integrations.usio import usio_client
+from payments.models import Payment, PaymentStatusChange, PrenoteRequest
+from payments.prenotes import prenote_process_batch
+from syncing.models import UsioTransaction
+from syncing.usio_sync import usio_sync_window
+from tests.payments import conftest as payments_fixtures
+from tests.payments.conftest import ACCOUNT_ID, ROUTING, USER
+from tests.syncing.conftest_usio_sync import (
+    RETURNED,
+    SETTLES,
+    around,
+    card_payment,
+    changes,
+    events,
+    float_ach,
+    merchant_id,
+    next_chicago_day_window,
+    state,
+    today_window,
+)
+
+pytestmark = pytest.mark.django_db
+
+# The payments tests' fixtures, used here too.
+bank_account = payments_fixtures.bank_account
+debit_card = payments_fixtures.debit_card
+caller = payments_fixtures.caller
+service = payments_fixtures.service
+
+
+def sync(job_type: str, window: tuple[datetime, datetime], account: str = "float_debit", **kwargs):
+    start, end = window
+    return usio_sync_window(account=account, job_type=job_type, start=start, end=end, **kwargs)
+
+
+def counts(stats) -> dict:
+    keys = ("fetched", "created", "updated", "unchanged", "matched", "unmatched", "applied", "not_applicable",
+            "mismatched")
+    return {key: getattr(stats, key) for key in keys}
+
+
+def expect(**values) -> dict:
+    base = dict.fromkeys(("fetched", "created", "updated", "unchanged", "matched", "unmatched", "applied",
+                          "not_applicable", "mismatched"), 0)
+    return {**base, **values}
+
+
+# --- ACH returns ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "blocks"), [("02", True), ("16", True), ("01", False), ("10", False)])
+def test_a_return_fails_the_payment_and_only_blocking_codes_block_the_user(sandbox, service, bank_account, code,
+                                                                           blocks):
+    payment = float_ach(service, bank_account, RETURNED + code)
+    assert payment.payment_status == "ACHSENT"
+    sandbox.advance(days=2)  # past 10:00 CT of the next Chicago day
+
+    stats = sync("ach_returns", next_chicago_day_window())
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1, applied=1)
+    payment.refresh_from_db()
+    row = UsioTransaction.objects.get()
+    assert (payment.payment_status, payment.return_code, payment.return_info) == ("FAILED", f"R{code}", "RETURNED")
+    assert payment.return_date == row.event_date and row.event_date is not None
+    assert (row.confirmation, row.record_type, row.kind, row.status, row.return_code, row.payment_id,
+            row.merchant_account, row.reference, row.amount) == (
+        payment.confirmation_id, "return", "debit", "returned", f"R{code}", payment.pk, merchant_id("float_debit"),
+        payment.reference, Decimal("25.00"))
+    assert row.raw["confirmation"] == payment.confirmation_id and row.raw["amount"] == "25.00"
+    assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
+    change = PaymentStatusChange.objects.filter(payment=payment).last()
+    assert (change.from_status, change.to_status, change.source, change.actor, change.return_code,
+            change.raw_payload_ref) == ("ACHSENT", "FAILED", "usio_sync", "usio_sync", f"R{code}",
+                                        f"usio:float_debit:return:{payment.confirmation_id}")
+
+    assert not blocklist_is_blocked(user_id=USER)  # the consumer acts through the outbox, not inline
+    outbox_relay_run()
+    assert blocklist_is_blocked(user_id=USER) is blocks
+    records = BlocklistRecord.objects.filter(user_id=USER)
+    if blocks:
+        record = records.get()
+        assert (record.status, record.return_code, record.payment_id) == ("BLOCKED", f"R{code}", payment.pk)
+    else:
+        assert not records.exists()
+
+
+def test_a_return_is_not_in_the_report_before_the_sandbox_reached_it(sandbox, service, bank_account):
+    payment = float_ach(service, bank_account, RETURNED + "02")
+    before = state()
+
+    stats = sync("ach_returns", next_chicago_day_window())
+
+    assert counts(stats) == expect()
+    assert state() == before
+    payment.refresh_from_db()
+    assert payment.payment_status == "ACHSENT"
+
+
+def test_rerunning_a_returns_window_changes_nothing(sandbox, service, bank_account):
+    float_ach(service, bank_account, RETURNED + "02")
+    float_ach(service, bank_account, RETURNED + "01", user_id="user-9")
+    sandbox.advance(days=2)
+    window = next_chicago_day_window()
+    assert sync("ach_returns", window).applied == 2
+    outbox_relay_run()
+    before = state()
+
+    again = sync("ach_returns", window)
+    outbox_relay_run()
+
+    assert counts(again) == expect(fetched=2, unchanged=2, matched=2)
+    assert state() == before  # rows (updated_at included), payments, history and events identical
+
+
+def test_a_record_that_changed_is_updated_in_place(sandbox, service, bank_account):
+    payment = float_ach(service, bank_account, RETURNED + "02")
+    window = around(payment)
+    first = sync("transactions", window)
+    assert counts(first) == expect(fetched=1, created=1, matched=1)  # settled, before the gate: unchanged
+    row = UsioTransaction.objects.get()
+    assert (row.record_type, row.status) == ("transaction", "settled")
+    stamp = row.updated_at
+
+    sandbox.advance(days=2)  # the same transaction is now reported returned
+    second = sync("transactions", window)
+
+    assert counts(second) == expect(fetched=1, updated=1, matched=1, applied=1)
+    row.refresh_from_db()
+    assert (row.status, row.return_code) == ("returned", "R02") and row.updated_at > stamp
+    payment.refresh_from_db()
+    assert (payment.payment_status, payment.return_code, payment.return_info) == ("FAILED", "R02", "RETURNED")
+    assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
+
+
+# --- chargebacks ----------------------------------------------------------------------------------------------------
+
+
+def test_a_chargeback_charges_the_card_payment_back_and_rerunning_changes_nothing(sandbox, service, debit_card):
+    payment = card_payment(service, debit_card)
+    assert payment.payment_status == "COMPLETED"
+    sandbox.control("POST", "usio/chargeback", {"confirmation": payment.confirmation_id, "code": "4837"})
+
+    stats = sync("chargebacks", today_window())
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1, applied=1)
+    payment.refresh_from_db()
+    assert (payment.payment_status, payment.return_code) == ("CHARGED_BACK", "4837")
+    assert events(payment) == ["FLOAT_DEBIT_COMPLETED", "FLOAT_DEBIT_CHARGED_BACK"]
+    row = UsioTransaction.objects.get()
+    assert (row.record_type, row.status, row.payment_id) == ("chargeback", "chargeback", payment.pk)
+    assert row.event_date is not None
+    before = state()
+
+    again = sync("chargebacks", today_window())
+
+    assert counts(again) == expect(fetched=1, unchanged=1, matched=1)
+    assert state() == before
+
+
+def test_a_chargeback_of_another_merchant_account_is_not_in_its_report(sandbox, service, debit_card):
+    payment = card_payment(service, debit_card)
+    sandbox.control("POST", "usio/chargeback", {"confirmation": payment.confirmation_id})
+
+    stats = sync("chargebacks", today_window(), account="subscription")
+
+    assert stats.fetched == 0
+    payment.refresh_from_db()
+    assert payment.payment_status == "COMPLETED"
+
+
+# --- settled: the three-business-day gate --------------------------------------------------------------------------
+
+
+def test_a_settled_achsent_payment_completes_only_past_the_gate(sandbox, service, bank_account):
+    payment = float_ach(service, bank_account, SETTLES)
+    gate = datetime.combine(add_business_days(chicago_date(payment.submit_date), 3), datetime.min.time(),
+                            tzinfo=CHICAGO)
+    window = around(payment)
+    before = state()
+
+    stats = sync("transactions", window, now=gate - timedelta(seconds=1))
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1)
+    payment.refresh_from_db()
+    assert payment.payment_status == "ACHSENT"
+    assert state()["history"] == before["history"] and state()["events"] == before["events"]
+
+    stats = sync("transactions", window, now=gate)
+
+    assert counts(stats) == expect(fetched=1, unchanged=1, matched=1, applied=1)
+    payment.refresh_from_db()
+    assert payment.payment_status == "COMPLETED" and payment.completion_date == gate
+    assert events(payment) == ["FLOAT_DEBIT_COMPLETED"]
+    assert changes(payment)[-1] == ("ACHSENT", "COMPLETED", "usio_sync")
+    after = state()
+    assert counts(sync("transactions", window, now=gate + timedelta(days=3))) == expect(
+        fetched=1, unchanged=1, matched=1)
+    assert state() == after
+
+
+def test_a_settled_ach_credit_completes_at_once_and_notifies_the_transaction_service(sandbox, service,
+                                                                                      bank_account):
+    # check-ach never selects credits (seed 004): the transactions sync is what completes a float ACH credit.
+    payment = float_ach(service, bank_account, SETTLES, payment_type="credit")
+    assert (payment.payment_status, payment.payment_type, payment.merchant_account) == (
+        "ACHSENT", "credit", merchant_id("float_credit"))
+
+    stats = sync("transactions", around(payment), account="float_credit")
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1, applied=1)
+    payment.refresh_from_db()
+    assert payment.payment_status == "COMPLETED" and payment.completion_date is not None
+    assert events(payment) == ["FLOAT_CREDIT_COMPLETED"]
+    assert changes(payment)[-1] == ("ACHSENT", "COMPLETED", "usio_sync")
+    outbox_relay_run()
+    notified = [n for n in sandbox.received("transactions") if n["confirmation_id"] == payment.confirmation_id]
+    assert [(n["previous_status"], n["payment_status"]) for n in notified] == [("ACHSENT",
+                                                                                                "COMPLETED")]
+    after = state()
+    assert counts(sync("transactions", around(payment), account="float_credit")) == expect(
+        fetched=1, unchanged=1, matched=1)
+    assert state() == after
+
+
+# --- PROCESSING payments -------------------------------------------------------------------------------------------
+
+
+def test_a_processing_card_payment_found_settled_completes_with_its_confirmation(sandbox, service, debit_card):
+    payment = card_payment(service, debit_card, token="timeout")
+    assert (payment.payment_status, payment.confirmation_id) == ("PROCESSING", None)
+    [entry] = sandbox.control("GET", "usio/ledger")["transactions"]
+
+    stats = sync("transactions", around(payment))
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1, applied=1)
+    payment.refresh_from_db()
+    assert (payment.payment_status, payment.confirmation_id) == ("COMPLETED", entry["confirmation"])
+    assert events(payment) == ["FLOAT_DEBIT_COMPLETED"]
+    assert UsioTransaction.objects.get().payment_id == payment.pk  # matched by our reference
+
+
+def test_a_processing_ach_payment_found_returned_is_sent_then_failed(sandbox, service, bank_account):
+    sandbox.fault("usio.SubmitACHPayment", "timeout")
+    payment = float_ach(service, bank_account, RETURNED + "03")
+    assert payment.payment_status == "PROCESSING"
+    sandbox.advance(days=2)
+
+    stats = sync("transactions", around(payment))
+
+    assert stats.applied == 1
+    payment.refresh_from_db()
+    [entry] = sandbox.control("GET", "usio/ledger")["transactions"]
+    assert (payment.payment_status, payment.confirmation_id, payment.return_code, payment.return_info) == (
+        "FAILED", entry["confirmation"], "R03", "RETURNED")
+    assert changes(payment)[-2:] == [("PROCESSING", "ACHSENT", "usio_sync"), ("ACHSENT", "FAILED", "usio_sync")]
+    assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
+
+
+def test_a_processing_ach_payment_found_settled_is_achsent(sandbox, service, bank_account):
+    sandbox.fault("usio.SubmitACHPayment", "timeout")
+    payment = float_ach(service, bank_account, SETTLES)
+    assert payment.payment_status == "PROCESSING"
+
+    assert sync("transactions", around(payment)).applied == 1
+
+    payment.refresh_from_db()
+    assert payment.payment_status == "ACHSENT" and payment.confirmation_id
+    assert events(payment) == []  # entering ACHSENT writes no event (SPEC §4)
+
+
+# --- prenotes -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "account_status"), [("02", "failed"), ("01", "verified")])
+def test_a_usio_prenote_return_is_prenote_returned(sandbox, service, bank_account, code, account_status):
+    bank_account(account_number=RETURNED + code)
+    response = service.post("/api/v1/prenotes", {"user_id": USER, "account_id": ACCOUNT_ID, "provider": "usio",
+                                                 "usio_account": "float_debit"}, format="json")
+    assert response.status_code in (200, 202), response.content
+    prenote_process_batch()
+    payment = PrenoteRequest.objects.get(pk=response.json()["id"]).payment
+    assert payment.payment_status == "ACHSENT"
+    sandbox.advance(days=2)
+
+    stats = sync("ach_returns", next_chicago_day_window())
+    outbox_relay_run()
+
+    assert stats.applied == 1
+    payment.refresh_from_db()
+    assert (payment.payment_status, payment.return_code, payment.return_info) == ("FAILED", f"R{code}", "RETURNED")
+    assert events(payment) == ["PRENOTE_SUBMITTED", "PRENOTE_RETURNED"]
+    assert bank_account_get(user_id=USER, account_id=ACCOUNT_ID).prenote_status == account_status
+    assert not blocklist_is_blocked(user_id=USER)
+
+
+# --- records that are not applied -----------------------------------------------------------------------------------
+
+
+def test_a_record_of_no_known_payment_is_staged_unmatched(sandbox):
+    usio_client("float_debit").submit_ach_payment(
+        routing_number=ROUTING, account_number=RETURNED + "02", trans_code=27, amount=Decimal("12.00"),
+        reference="not-one-of-ours", first_name="A", last_name="B")
+    sandbox.advance(days=2)
+
+    stats = sync("ach_returns", next_chicago_day_window())
+
+    assert counts(stats) == expect(fetched=1, created=1, unmatched=1)
+    row = UsioTransaction.objects.get()
+    assert (row.payment_id, row.reference, row.status) == (None, "not-one-of-ours", "returned")
+    assert Payment.objects.count() == 0
+
+
+def test_a_record_that_does_not_fit_its_payment_is_staged_but_not_applied(sandbox, service, bank_account):
+    payment = float_ach(service, bank_account, SETTLES)
+    # Another Usio transaction carrying our reference, for another amount, later returned.
+    usio_client("float_debit").submit_ach_payment(
+        routing_number=ROUTING, account_number=RETURNED + "02", trans_code=27, amount=Decimal("99.00"),
+        reference=payment.reference, first_name="A", last_name="B")
+    sandbox.advance(days=2)
+    before = state()
+
+    stats = sync("ach_returns", next_chicago_day_window())
+
+    assert counts(stats) == expect(fetched=1, created=1, matched=1, mismatched=1)
+    payment.refresh_from_db()
+    assert payment.payment_status == "ACHSENT"
+    after = state()
+    assert (after["payments"], after["history"], after["events"]) == (
+        before["payments"], before["history"], before["events"])
+    assert UsioTransaction.objects.get().payment_id == payment.pk  # support sees which payment it claims
+
+
+def test_staging_and_matching_are_set_based(sandbox):
+    client = usio_client("float_debit")
+
+    def submit(count: int) -> None:
+        for index in range(count):
+            client.submit_ach_payment(routing_number=ROUTING, account_number=SETTLES, trans_code=27,
+                                      amount=Decimal("5.00") + index, reference=f"external-{count}-{index}",
+                                      first_name="A", last_name="B")
+
+    window = (timezone.now() - timedelta(minutes=5), timezone.now() + timedelta(minutes=5))
+    submit(2)
+    with CaptureQueriesContext(connection) as small:
+        assert sync("transactions", window).created == 2
+    with CaptureQueriesContext(connection) as small_again:
+        assert sync("transactions", window).unchanged == 2
+    submit(6)
+    with CaptureQueriesContext(connection) as large:
+        assert counts(sync("transactions", window)) == expect(fetched=8, created=6, unchanged=2, unmatched=8)
+    with CaptureQueriesContext(connection) as large_again:
+        assert sync("transactions", window).unchanged == 8
+
+    assert len(large) == len(small)  # the number of queries does not grow with the records
+    assert len(large_again) == len(small_again)
+    assert not any(q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE")) for q in large_again)
+
+
+# --- protocol errors ------------------------------------------------------------------------------------------------
+
+
+def test_a_malformed_report_fails_the_sync_and_changes_nothing(sandbox, service, bank_account):
+    payment = float_ach(service, bank_account, RETURNED + "02")
+    sandbox.advance(days=2)
+    sandbox.fault("usio.GetTransactionList", "malformed")
+    before = state()
+
+    with pytest.raises(ProcessorProtocolError) as caught:
+        sync("ach_returns", next_chicago_day_window())
+
+    assert caught.value.exchange is not None
+    assert state() == before and UsioTransaction.objects.count() == 0
+    payment.refresh_from_db()
+    assert payment.payment_status == "ACHSENT"
+    # The next run (the retry) reads a good answer and applies the return.
+    assert sync("ach_returns", next_chicago_day_window()).applied == 1
