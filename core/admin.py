@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from core.admin_base import ReadOnlyAdmin
 from core.auth.api_keys import api_key_revoke
 from core.dead_letters import dead_letter_replay
-from core.models import ApiKey, AuditEntry, DeadLetter, IdempotencyKey
+from core.models import ApiKey, AuditEntry, DeadLetter, IdempotencyKey, JobRun
 
 
 @admin.register(ApiKey)
@@ -201,3 +201,11 @@ class PushDeliveryAdmin(ReadOnlyAdmin):
         skipped = queryset.count() - retried
         self.message_user(request, f"Retried {retried} dead delivery(ies); {skipped} not dead, left alone.",
                           messages.SUCCESS)
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ("name", "task_name", "last_outcome", "last_started_at", "last_finished_at", "runs", "failures")
+    list_filter = ("last_outcome",)
+    search_fields = ("name", "task_name")
+

@@ -313,3 +313,35 @@ class PushDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id} ← {self.event_id} ({self.status})"
+
+
+class JobRunOutcome(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"  # an attempt failed; Celery will try again
+    FAILED = "failed"  # attempts spent (dead-lettered)
+
+
+class JobRun(models.Model):
+    """The last run of each scheduled job (one row per beat schedule, or ``run_job NAME``), for the dashboard.
+
+    Written by ``core.tasks.JobTask`` for runs started by beat (the message carries the ``periodic_task_name``
+    header of django-celery-beat) and by ``manage.py run_job``; jobs fanned out by a scheduler are not recorded
+    here (their dead letters are). Updated in place: one row per schedule, never a hot spot of many writers.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="the schedule (or run_job) name")
+    task_name = models.CharField(max_length=200)
+    last_started_at = models.DateTimeField()
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=16, choices=JobRunOutcome.choices)
+    last_result = models.JSONField(null=True, blank=True, help_text="the job's summary (counts)")
+    last_error = models.TextField(blank=True)
+    runs = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.last_outcome} at {self.last_started_at:%Y-%m-%d %H:%M}"

@@ -35,9 +35,23 @@ class JobTask(Task):
     attempts: int = 1
     job_queue: str = "default"
 
+    def _schedule_name(self) -> str | None:
+        """The beat schedule that sent this run (django-celery-beat's ``periodic_task_name`` header), if any."""
+        request = self.request
+        if request.called_directly:
+            return None
+        name = getattr(request, "periodic_task_name", None) or (request.headers or {}).get("periodic_task_name")
+        return name if isinstance(name, str) and name else None
+
     def __call__(self, *args, **kwargs):
+        from core.job_runs import job_run_finished, job_run_started
+        from core.models import JobRunOutcome
+
+        schedule = self._schedule_name()
+        if schedule:
+            job_run_started(name=schedule, task_name=self.name)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
         except Retry:
             raise
         except Exception as exc:
@@ -46,17 +60,27 @@ class JobTask(Task):
             attempt = self.request.retries + 1
             if attempt >= self.attempts:
                 raise  # on_failure dead-letters it
+            if schedule:
+                job_run_finished(name=schedule, outcome=JobRunOutcome.RETRYING, error=exc)
             countdown = min(MAX_BACKOFF_SECONDS, settings.CELERY_RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
             logger.warning(
                 "job attempt failed; retrying",
                 extra={"task_name": self.name, "attempt": attempt, "attempts": self.attempts},
             )
             raise self.retry(exc=exc, countdown=countdown, max_retries=self.attempts - 1) from exc
+        if schedule:
+            job_run_finished(name=schedule, outcome=JobRunOutcome.SUCCEEDED, result=result)
+        return result
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         """Final failure (attempts spent, permanent error, or hard time limit): keep it for replay."""
         from core.dead_letters import dead_letter_record
+        from core.job_runs import job_run_finished
+        from core.models import JobRunOutcome
 
+        schedule = self._schedule_name()
+        if schedule:
+            job_run_finished(name=schedule, outcome=JobRunOutcome.FAILED, error=exc)
         retries = getattr(self.request, "retries", None) or 0
         try:
             dead_letter_record(

@@ -4,7 +4,9 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import ServiceError
+from core.job_runs import job_run_finished, job_run_started
 from core.jobs import all_jobs, get_job
+from core.models import JobRunOutcome
 
 
 def _as_of(value: str) -> date:
@@ -33,9 +35,15 @@ class Command(BaseCommand):
             if key not in {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color",
                            "skip_checks", "stdout", "stderr"}
         }
+        run_name = f"run_job {job_name}"
+        job_run_started(name=run_name, task_name=job_name)
         try:
             result = job.run(as_of=as_of, **job_options)
-        except ServiceError as exc:
-            raise CommandError(f"{job_name} failed: {exc.code}: {exc.message}") from exc
+        except Exception as exc:
+            job_run_finished(name=run_name, outcome=JobRunOutcome.FAILED, error=exc)
+            if isinstance(exc, ServiceError):
+                raise CommandError(f"{job_name} failed: {exc.code}: {exc.message}") from exc
+            raise
+        job_run_finished(name=run_name, outcome=JobRunOutcome.SUCCEEDED, result=result)
         self.stdout.write(json.dumps({"job": job_name, "as_of": as_of and as_of.isoformat(), "result": result},
                                      default=str))
