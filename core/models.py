@@ -108,6 +108,7 @@ class OutboxEvent(models.Model):
 
     class Meta:
         ordering = ["position"]
+        permissions = [("redeliver_event", "Can deliver an event again to its consumers and subscriptions")]
         constraints = [
             models.UniqueConstraint(fields=["aggregate_id", "sequence"], name="outbox_aggregate_sequence_unique"),
         ]

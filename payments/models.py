@@ -87,6 +87,10 @@ class Payment(models.Model):
 
     class Meta:
         ordering = ["-submit_date", "-created_at"]
+        permissions = [
+            ("sync_payment", "Can ask the processor for a payment's status (sync now)"),
+            ("mark_payment_failed", "Can mark a stuck payment failed"),
+        ]
         indexes = [
             models.Index(fields=["user_id", "submit_date"], name="payment_user_submit_idx"),
             models.Index(fields=["payment_status", "payment_method", "payment_type"], name="payment_status_idx"),
