@@ -21,7 +21,7 @@ from payments.prenotes import prenote_process_batch, prenote_verify_due
 
 PROCESS_TASK = "payments.process_prenotes"
 VERIFY_TASK = "payments.verify_prenotes"
-_KICK_KEY = "payments:prenote-kick"
+KICK_KEY = "payments:prenote-kick"
 KICK_DELAY_SECONDS = 1.0
 
 
@@ -43,7 +43,7 @@ def verify_prenotes_task() -> dict:
 def prenote_kick() -> bool:
     """Ask for a prenote batch soon (after a request commits). Coalesced per second; never raises (the
     every-5-minutes schedule is the safety net)."""
-    return coalesced_enqueue(process_prenotes_task, key=_KICK_KEY, delay=KICK_DELAY_SECONDS)
+    return coalesced_enqueue(process_prenotes_task, key=KICK_KEY, delay=KICK_DELAY_SECONDS)
 
 
 @register_job("process_prenotes", help="Submit requested prenotes (one batch of up to PRENOTE_BATCH_SIZE).")

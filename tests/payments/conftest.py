@@ -143,3 +143,28 @@ def caller(client_as, make_jwt):
 @pytest.fixture
 def service(caller) -> APIClient:
     return caller("service")
+
+
+@pytest.fixture
+def prenote_kicks():
+    """The prenote job kicks the code under test sent to the broker (queue ``prenotes``).
+
+    Call it to read what was sent since the test began (cumulative; the messages are acknowledged so that no other
+    test sees them). The coalescing flag is cleared before and after, so each test starts with no kick pending.
+    """
+    from django.core.cache import cache
+
+    from payments.prenote_jobs import KICK_KEY
+    from tests.broker import drain
+
+    drain("prenotes")
+    cache.delete(KICK_KEY)
+    seen: list[str] = []
+
+    def read() -> list[str]:
+        seen.extend(headers["task"] for headers, _payload in drain("prenotes"))
+        return list(seen)
+
+    yield read
+    drain("prenotes")
+    cache.delete(KICK_KEY)

@@ -57,11 +57,9 @@ def jpm_body(**overrides) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def no_kick(monkeypatch):
-    """Record the job kicks instead of sending them to the broker."""
-    kicks = []
-    monkeypatch.setattr("payments.prenote_jobs.coalesced_enqueue", lambda task, **kw: kicks.append(task.name))
-    return kicks
+def no_kick(prenote_kicks):
+    """The prenote job kicks sent to the broker, read back (``no_kick()``); none leaks into another test."""
+    return prenote_kicks
 
 
 def submissions(sandbox) -> list[dict]:
@@ -130,7 +128,7 @@ def test_request_is_accepted_and_marks_the_account_pending(sandbox, bank_account
         "attempts": 0}
     assert prenote_status() == "pending"
     assert BankAccountHistory.objects.filter(action="prenote_status", prenote_status="pending").count() == 1
-    assert no_kick == ["payments.process_prenotes"]  # the job is kicked once the request committed
+    assert no_kick() == ["payments.process_prenotes"]  # the job is kicked once the request committed
     assert submissions(sandbox) == [] and Payment.objects.count() == 0  # nothing is sent by the API itself
 
 
@@ -635,7 +633,7 @@ def test_bad_input_is_refused_precisely_and_changes_nothing(sandbox, bank_accoun
     assert response.status_code == status, response.content
     assert response.json()["error"]["code"] == code
     assert state() == before
-    assert callbacks == [] and no_kick == []
+    assert callbacks == [] and no_kick() == []
     prenote_process_batch()
     assert submissions(sandbox) == []
 

@@ -18,8 +18,9 @@ URL = "/api/v1/prenotes"
 
 
 @pytest.fixture(autouse=True)
-def no_kick(monkeypatch):
-    monkeypatch.setattr("payments.prenote_jobs.coalesced_enqueue", lambda task, **kw: False)
+def no_kick(prenote_kicks):
+    """Kicks go to the broker for real; the fixture acknowledges them so no later test sees them."""
+    return prenote_kicks
 
 
 def test_concurrent_requests_for_one_account_make_one_prenote(sandbox, bank_account, make_api_key):
