@@ -17,8 +17,9 @@ ENCRYPTED_FIELDS = ("account_number", "routing_number")
 class BankAccountAdmin(ReadOnlyAdmin):
     list_display = ("user_id", "account_id", "last4", "account_type", "prenote_status", "entry_timestamp",
                     "updated_at")
-    list_filter = ("account_type", "prenote_status")
+    list_filter = ("account_type", "prenote_status", "entry_timestamp")
     search_fields = ("=user_id", "=account_id", "=last4")
+    search_help_text = "Exact user id, Plaid account id or last 4 digits."
     date_hierarchy = "entry_timestamp"
     exclude = ENCRYPTED_FIELDS
     readonly_fields = [f.name for f in BankAccount._meta.fields if f.name not in ENCRYPTED_FIELDS]
@@ -30,6 +31,7 @@ class BankAccountAdmin(ReadOnlyAdmin):
 @admin.register(BankAccountHistory)
 class BankAccountHistoryAdmin(ReadOnlyAdmin):
     list_display = ("at", "action", "user_id", "account_id", "last4", "account_type", "prenote_status", "actor")
-    list_filter = ("action", "prenote_status")
+    list_filter = ("action", "prenote_status", "at")
     search_fields = ("=user_id", "=account_id", "=last4", "=account_routing_hash")
+    search_help_text = "Exact user id, Plaid account id, last 4 digits or account hash."
     date_hierarchy = "at"

@@ -2,7 +2,7 @@
 
 A user's current state is their newest ``BlocklistRecord`` (``created_at`` then ``id``, both descending); a user
 with no record is not blocked. Rows are only ever inserted, by ``blocklist.services``; nothing updates or deletes
-them (the admin is read-only but for its "add" form, which calls the services).
+them (the admin is read-only: its block / unblock pages call the services with a reason).
 """
 
 from django.db import models

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backoffice.urls import admin_site_urls
 from core import views as core_views
 
 api_v1 = [
@@ -26,7 +27,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include(api_v1)),
     path("webhooks/", include("syncing.urls")),  # processor callbacks (JPM), authenticated by signature
-    path("admin/", admin.site.urls),
+    path("admin/", admin_site_urls(admin.site)),  # the admin site with the back-office pages (backoffice/urls.py)
 ]
 
 handler400 = "core.views.json_bad_request"

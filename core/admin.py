@@ -1,11 +1,108 @@
-"""Back-office views of the core models. State changes go through services (ARCHITECTURE.md §7)."""
+"""Back-office views of the core models. State changes go through services (ARCHITECTURE.md §7).
 
+Also the building blocks of the back-office action pages (issue 8) that every app's admin uses: ``ReasonField``,
+``add_service_error`` and ``BackofficeActionsMixin`` — a per-object admin view shows a form (GET) and acts (POST),
+after a server-side permission check on both, and renders the service's refusal as the form's error.
+"""
+
+import json
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from core.admin_base import ReadOnlyAdmin
 from core.auth.api_keys import api_key_revoke
-from core.dead_letters import dead_letter_replay
-from core.models import ApiKey, AuditEntry, DeadLetter, IdempotencyKey, JobRun
+from core.backoffice import dead_letter_replay_with_reason, event_redeliver, event_redelivery_targets
+from core.errors import ServiceError
+from core.models import (
+    ApiKey,
+    AuditEntry,
+    DeadLetter,
+    IdempotencyKey,
+    JobRun,
+    OutboxConsumption,
+    OutboxEvent,
+    PushDelivery,
+    PushDeliveryStatus,
+    PushSubscription,
+)
+from core.outbox_push import (
+    push_delivery_retry,
+    push_subscription_create,
+    push_subscription_update,
+    push_subscription_validate,
+)
+from core.redaction import redact, redact_text
+
+# --- Building blocks of the back-office action pages ----------------------------------------------------------------
+
+
+class ReasonField(forms.CharField):
+    """The ``reason`` every back-office action asks for (required; kept in the audit trail)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "cols": 60}))
+        kwargs.setdefault("max_length", 2000)
+        kwargs.setdefault("help_text", "Why you do this. Recorded in the audit trail with your name and the time.")
+        kwargs.setdefault("error_messages", {"required": "A reason is required."})
+        super().__init__(**kwargs)
+
+
+class ReasonForm(forms.Form):
+    reason = ReasonField()
+
+
+def add_service_error(form: forms.Form, exc: ServiceError) -> None:
+    """Show a service's refusal on the form: on the field its ``details.field`` names, else above the form."""
+    field = exc.details.get("field") if isinstance(exc.details, dict) else None
+    form.add_error(field if field in form.fields else None, forms.ValidationError(exc.message, code=exc.code))
+
+
+def pretty_json(value) -> str:
+    """Redacted, indented JSON for display (dead-letter arguments, raw answers, event data)."""
+    return redact_text(json.dumps(redact(value), indent=2, sort_keys=True, default=str))
+
+
+class BackofficeActionsMixin:
+    """Per-object back-office action pages of a ``ModelAdmin`` (GET = the form, POST = act)."""
+
+    def require_permission(self, request, permission: str) -> None:
+        """403 unless the user holds ``permission`` (checked on GET and POST, before anything is read)."""
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+
+    def get_action_object(self, request, object_id: str):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
+        return obj
+
+    def change_url(self, obj) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk],
+                       current_app=self.admin_site.name)
+
+    def render_action(self, request, *, template: str, title: str, form: forms.Form, original=None,
+                      submit_label: str = "Confirm", **context) -> TemplateResponse:
+        opts = self.model._meta
+        return TemplateResponse(request, template, {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "app_label": opts.app_label,
+            "title": title,
+            "form": form,
+            "original": original,
+            "submit_label": submit_label,
+            "media": self.media + form.media,
+            **context,
+        })
 
 
 @admin.register(ApiKey)
@@ -29,37 +126,73 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(BackofficeActionsMixin, ReadOnlyAdmin):
+    """Jobs that exhausted their attempts. Read-only (they are evidence; no delete either); replaying one asks for a
+    reason — the per-letter "Replay" page (``admin:core_deadletter_replay``) or the list action for several."""
+
     list_display = ("task_name", "queue", "attempts", "failed_at", "replay_count", "replayed_at", "replayed_by")
-    list_filter = ("queue", "task_name")
-    search_fields = ("task_name", "task_id")
+    list_filter = ("queue", "task_name", ("replayed_at", admin.EmptyFieldListFilter))
+    search_fields = ("task_name", "=task_id", "=replayed_by")
+    search_help_text = "Task name, exact task id (a consumer's event id, a push delivery id) or who replayed."
     date_hierarchy = "failed_at"
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ["replay"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_replay_permission(self, request) -> bool:
         return request.user.has_perm("core.replay_deadletter")
 
-    @admin.action(
-        description="Replay selected jobs (enqueue again with a fresh attempt budget)", permissions=["replay"]
-    )
+    def get_urls(self):
+        return [
+            path("<path:object_id>/replay/", self.admin_site.admin_view(self.replay_view),
+                 name="core_deadletter_replay"),
+            *super().get_urls(),
+        ]
+
+    def replay_view(self, request, object_id: str):
+        """Confirm page of one letter (task, redacted arguments, last error, raw answer) and its reason form."""
+        self.require_permission(request, "core.replay_deadletter")
+        letter = self.get_action_object(request, object_id)
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            try:
+                letter = dead_letter_replay_with_reason(dead_letter_id=letter.pk, actor=request.user.get_username(),
+                                                        reason=form.cleaned_data["reason"])
+            except ServiceError as exc:
+                add_service_error(form, exc)
+            else:
+                self.message_user(request, f"Replayed {letter.task_name}: sent again to queue {letter.queue} "
+                                           f"(replay #{letter.replay_count}).", messages.SUCCESS)
+                return HttpResponseRedirect(self.change_url(letter))
+        return self.render_action(
+            request, template="admin/core/deadletter/replay.html", title="Replay a dead letter", form=form,
+            original=letter, submit_label="Replay", args_json=pretty_json(letter.args),
+            kwargs_json=pretty_json(letter.kwargs), last_error=redact_text(letter.last_error),
+            raw_answer_json=pretty_json(letter.raw_answer) if letter.raw_answer is not None else "",
+        )
+
+    @admin.action(description="Replay selected jobs (asks for a reason)", permissions=["replay"])
     def replay(self, request, queryset):
-        for letter in queryset:
-            dead_letter_replay(dead_letter=letter, actor=request.user.get_username())
-        self.message_user(request, f"Replayed {queryset.count()} job(s).", messages.SUCCESS)
+        """An intermediate page asks for one reason; each letter is then replayed and audited on its own."""
+        form = ReasonForm(request.POST if "_confirm" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            actor, reason = request.user.get_username(), form.cleaned_data["reason"]
+            ids = list(queryset.values_list("pk", flat=True))
+            for pk in ids:
+                dead_letter_replay_with_reason(dead_letter_id=pk, actor=actor, reason=reason)
+            self.message_user(request, f"Replayed {len(ids)} job(s).", messages.SUCCESS)
+            return None
+        return self.render_action(
+            request, template="admin/core/deadletter/replay_selected.html", title="Replay dead letters", form=form,
+            submit_label="Replay", queryset=queryset, action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
+        )
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor", "action", "target_type", "target_id", "user_id", "reason")
-    list_filter = ("action", "target_type")
-    search_fields = ("user_id", "target_id", "actor")
+    list_filter = ("action", "target_type", "at")
+    search_fields = ("=user_id", "=target_id", "=actor")
+    search_help_text = "Exact user id, target id (payment, card, dead letter, event id...) or staff username."
     date_hierarchy = "at"
 
 
@@ -75,34 +208,78 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
 
 
 # --- Outbox delivery (SPEC §4): events, consumer handlings, push subscriptions and deliveries ----------------------
-# Push subscriptions and deliveries belong to the admin role: grant the admin group core.*_pushsubscription,
-# core.view_pushdelivery and core.retry_pushdelivery when the back-office groups get their permissions.
+# Push subscriptions and deliveries belong to the admin role (core.groups.ADMIN_ONLY_MODELS).
 
-from django import forms  # noqa: E402  (this section is appended to the module)
-from django.core.exceptions import ValidationError as DjangoValidationError  # noqa: E402
 
-from core.errors import ServiceError  # noqa: E402
-from core.models import (  # noqa: E402
-    OutboxConsumption,
-    OutboxEvent,
-    PushDelivery,
-    PushDeliveryStatus,
-    PushSubscription,
-)
-from core.outbox_push import (  # noqa: E402
-    push_delivery_retry,
-    push_subscription_create,
-    push_subscription_update,
-    push_subscription_validate,
-)
+CONSUMER_PREFIX, SUBSCRIPTION_PREFIX = "consumer:", "subscription:"
+
+
+class RedeliverForm(forms.Form):
+    """Targets are ``consumer:<name>`` (consumers that have not handled the event) and ``subscription:<id>``."""
+
+    targets = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple, label="Deliver again to",
+        error_messages={"required": "Choose at least one consumer or subscription."},
+    )
+    reason = ReasonField()
+
+    def __init__(self, *args, targets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["targets"].choices = [
+            *((f"{CONSUMER_PREFIX}{c.name}", f"Consumer {c.name} ({c.status or 'never handled'})")
+              for c in targets.consumers if not c.handled),
+            *((f"{SUBSCRIPTION_PREFIX}{s.subscription_id}",
+               f"Push subscription {s.name} ({s.delivery_status or 'no delivery yet'})")
+              for s in targets.subscriptions),
+        ]
+
+    def chosen(self) -> tuple[list[str], list[int]]:
+        targets = self.cleaned_data["targets"]
+        return ([t.removeprefix(CONSUMER_PREFIX) for t in targets if t.startswith(CONSUMER_PREFIX)],
+                [int(t.removeprefix(SUBSCRIPTION_PREFIX)) for t in targets if t.startswith(SUBSCRIPTION_PREFIX)])
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ReadOnlyAdmin):
-    list_display = ("position", "type", "subject", "sequence", "occurred_at", "published_at")
-    list_filter = ("type", ("published_at", admin.EmptyFieldListFilter))
+class OutboxEventAdmin(BackofficeActionsMixin, ReadOnlyAdmin):
+    """Events of the outbox; "Re-deliver" (``admin:core_outboxevent_redeliver``) sends one again to chosen targets."""
+
+    list_display = ("position", "type", "subject", "aggregate_id", "sequence", "occurred_at", "published_at")
+    list_filter = ("type", ("published_at", admin.EmptyFieldListFilter), "occurred_at")
     search_fields = ("=event_id", "=subject", "=aggregate_id")
+    search_help_text = "Exact event id, subject (confirmation id or payment id) or payment id."
     date_hierarchy = "occurred_at"
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/redeliver/", self.admin_site.admin_view(self.redeliver_view),
+                 name="core_outboxevent_redeliver"),
+            *super().get_urls(),
+        ]
+
+    def redeliver_view(self, request, object_id: str):
+        self.require_permission(request, "core.redeliver_event")
+        event = self.get_action_object(request, object_id)
+        targets = event_redelivery_targets(event=event)
+        form = RedeliverForm(request.POST if request.method == "POST" else None, targets=targets)
+        if form.is_bound and form.is_valid():
+            consumers, subscription_ids = form.chosen()
+            try:
+                done = event_redeliver(event_id=event.event_id, consumers=consumers, subscription_ids=subscription_ids,
+                                       actor=request.user.get_username(), reason=form.cleaned_data["reason"])
+            except ServiceError as exc:
+                add_service_error(form, exc)
+            else:
+                parts = []
+                if done.consumers:
+                    parts.append(f"replay queued for {', '.join(done.consumers)}")
+                if done.subscriptions:
+                    parts.append(f"{len(done.subscriptions)} push delivery(ies) due now")
+                self.message_user(request, f"Event {event.type} re-delivered: {'; '.join(parts)}.", messages.SUCCESS)
+                return HttpResponseRedirect(self.change_url(event))
+        return self.render_action(
+            request, template="admin/core/outboxevent/redeliver.html", title="Re-deliver an event", form=form,
+            original=event, submit_label="Re-deliver", targets=targets, data_json=pretty_json(event.data),
+        )
 
 
 @admin.register(OutboxConsumption)

@@ -20,7 +20,8 @@ ADMIN = "admin"
 # Apps whose models the back office shows.
 PROJECT_APPS = ("core", "payments", "cards", "bank_accounts", "refunds", "blocklist", "fraud", "syncing")
 # Models support must not even see: credentials, outbound subscriptions, their deliveries, idempotency records.
-ADMIN_ONLY_MODELS = {("core", "apikey"), ("core", "pushsubscription"), ("core", "pushdelivery")}
+ADMIN_ONLY_MODELS = {("core", "apikey"), ("core", "pushsubscription"), ("core", "pushdelivery"),
+                     ("core", "idempotencykey")}
 SUPPORT_ACTIONS = (
     ("refunds", "add_refund"),
     ("blocklist", "add_blocklistrecord"),

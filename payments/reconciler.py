@@ -81,15 +81,18 @@ class ReconcileStats:
 
 
 @dataclass(frozen=True)
-class _Finding:
-    """The processor's answer: ``steps`` to apply when found (``found``), and where the answer came from."""
+class ProcessorFinding:
+    """The processor's answer about one payment: ``steps`` to apply when found (``found``; SPEC §7.1/§7.3's mapping,
+    from PROCESSING), where the answer came from (``raw_payload_ref``) and what it said, in words (``answer``, e.g.
+    ``"JPM: CLEARED"``; shown to support by "sync now")."""
 
     found: bool
     steps: tuple[_Step, ...] = ()
     raw_payload_ref: str = ""
+    answer: str = ""
 
 
-class _Mismatch(Exception):
+class ProcessorRecordMismatch(Exception):
     """The processor's record does not fit the payment (amount, direction): support must look."""
 
 
@@ -120,8 +123,8 @@ def reconcile_processing(*, as_of: date | datetime | None = None, now: datetime 
             stats.skipped += 1
             continue
         try:
-            finding = _look_up(payment)
-        except (ProcessorError, _Mismatch) as exc:
+            finding = payment_processor_lookup(payment)
+        except (ProcessorError, ProcessorRecordMismatch) as exc:
             if isinstance(exc, ProcessorError):  # the processor is in trouble; a misfit record is not
                 consecutive_errors[breaker] += 1
             stats.errors += 1
@@ -185,7 +188,15 @@ def _breaker_key(payment: Payment) -> str:
 # --- lookups ------------------------------------------------------------------------------------------------------
 
 
-def _look_up(payment: Payment) -> _Finding:
+def payment_processor_lookup(payment: Payment) -> ProcessorFinding:
+    """Ask the payment's processor about it by our reference (``payment.reference``): JPM ``get_payment_status``,
+    Usio ``GetTransactionDetails`` on the payment's merchant account (or its route's). Read-only and safe to repeat;
+    call it outside any transaction (an HTTP call).
+
+    Returns the finding (``found`` with the steps that lead to the processor's status from PROCESSING, or not
+    found). Raises the client's ``ProcessorError`` (unreachable, timeout, unreadable answer, credentials,
+    configuration) and ``ProcessorRecordMismatch`` (the processor's record does not fit the payment). Used by the
+    reconciler and by the back office's "sync now" (``payments.backoffice``)."""
     if payment.payment_provider == Provider.JPM:
         return _look_up_jpm(payment)
     return _look_up_usio(payment)
@@ -203,16 +214,18 @@ def _usio_account_names(payment: Payment) -> tuple[str, ...]:
         for name, account in accounts.items():  # the master account only if no payment account matches
             if str((account or {}).get("merchant_id") or "") == payment.merchant_account:
                 return (name,)
-        raise _Mismatch(f"merchant account {payment.merchant_account!r} is not a configured Usio account")
+        raise ProcessorRecordMismatch(
+            f"merchant account {payment.merchant_account!r} is not a configured Usio account")
     if payment.purpose == Purpose.PRENOTE:
         return _PRENOTE_USIO_ACCOUNTS
     entry = ROUTES.get((payment.purpose, payment.payment_type, payment.payment_method))
     if entry is None:
-        raise _Mismatch(f"no Usio account for a {payment.purpose} {payment.payment_type} {payment.payment_method}")
+        raise ProcessorRecordMismatch(
+            f"no Usio account for a {payment.purpose} {payment.payment_type} {payment.payment_method}")
     return (entry.usio_account,)
 
 
-def _look_up_usio(payment: Payment) -> _Finding:
+def _look_up_usio(payment: Payment) -> ProcessorFinding:
     from integrations.usio import usio_client
 
     reference = payment.reference
@@ -225,11 +238,14 @@ def _look_up_usio(payment: Payment) -> _Finding:
         candidates.sort(key=lambda t: (t.status == "failed", t.transaction_date))
         found = candidates[0]
         if found.transaction_type != payment.payment_type or Decimal(found.amount) != payment.amount:
-            raise _Mismatch(f"Usio {found.confirmation} is a {found.transaction_type} of {found.amount}, "
-                            f"the payment a {payment.payment_type} of {payment.amount}")
-        return _Finding(True, _usio_steps(payment, found),
-                        raw_payload_ref=f"usio:{name}:GetTransactionDetails:{found.confirmation}")
-    return _Finding(False, raw_payload_ref=f"usio:GetTransactionDetails:{reference}:not_found")
+            raise ProcessorRecordMismatch(f"Usio {found.confirmation} is a {found.transaction_type} of {found.amount}, "
+                                          f"the payment a {payment.payment_type} of {payment.amount}")
+        code = f" {found.return_code}" if found.return_code else ""
+        return ProcessorFinding(True, _usio_steps(payment, found),
+                                raw_payload_ref=f"usio:{name}:GetTransactionDetails:{found.confirmation}",
+                                answer=f"Usio ({name}): {found.status}{code}, confirmation {found.confirmation}")
+    return ProcessorFinding(False, raw_payload_ref=f"usio:GetTransactionDetails:{reference}:not_found",
+                            answer=f"Usio: not found ({', '.join(_usio_account_names(payment))})")
 
 
 def _usio_steps(payment: Payment, found) -> tuple[_Step, ...]:
@@ -247,14 +263,17 @@ def _usio_steps(payment: Payment, found) -> tuple[_Step, ...]:
     return tuple(steps)
 
 
-def _look_up_jpm(payment: Payment) -> _Finding:
+def _look_up_jpm(payment: Payment) -> ProcessorFinding:
     from integrations.jpm import jpm_client
 
     reference = payment.reference
     answer = jpm_client().get_payment_status(reference)
     if not answer.found:
-        return _Finding(False, raw_payload_ref=f"jpm:payment_status:{reference}:not_found")
-    return _Finding(True, _jpm_steps(payment, answer), raw_payload_ref=f"jpm:payment_status:{reference}")
+        return ProcessorFinding(False, raw_payload_ref=f"jpm:payment_status:{reference}:not_found",
+                                answer="JPM: not found")
+    code = f" {answer.return_code}" if answer.return_code else ""
+    return ProcessorFinding(True, _jpm_steps(payment, answer), raw_payload_ref=f"jpm:payment_status:{reference}",
+                            answer=f"JPM: {answer.status}{code}")
 
 
 def _jpm_steps(payment: Payment, answer) -> tuple[_Step, ...]:
@@ -267,7 +286,7 @@ def _jpm_steps(payment: Payment, answer) -> tuple[_Step, ...]:
                          return_code=answer.return_code,
                          return_info=jpm_return_info(return_code=answer.return_code, exceptions=answer.exceptions))
     except UnexpectedJpmStatus as exc:  # the adapter only passes known statuses
-        raise _Mismatch(str(exc)) from exc
+        raise ProcessorRecordMismatch(str(exc)) from exc
 
 
 # --- applying -----------------------------------------------------------------------------------------------------

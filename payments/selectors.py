@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Q, QuerySet
 
+from core.business_days import CHICAGO, add_business_days, chicago_date
 from core.errors import NotFoundError
 from core.validators import validate_user_id
-from payments.models import Payment
+from payments.models import Payment, Status
+
+#: SPEC §7.7: support sees ACHSENT payments older than this many business days as stuck.
+STUCK_ACHSENT_BUSINESS_DAYS = 5
 
 #: Newest first. ``submit_date`` leads (the ``(user_id, submit_date)`` index serves the user's list); ``created_at``
 #: and ``id`` make the order total so that cursor pages never skip or repeat a payment.
@@ -42,3 +48,22 @@ def payment_get(*, identifier: str) -> Payment:
     if payment is None:
         raise NotFoundError("No such payment.", code="payment_not_found")
     return payment
+
+
+def payment_stuck_cutoffs(*, now: datetime) -> tuple[datetime, datetime]:
+    """(created before → a PROCESSING payment is stuck, submitted before → an ACHSENT payment is stuck) at ``now``
+    (SPEC §7.7): PROCESSING longer than ``PROCESSING_STUCK_MINUTES``; ACHSENT for more than 5 business days ⟺
+    submitted before the 6th business day before today (America/Chicago)."""
+    processing = now - timedelta(minutes=settings.PROCESSING_STUCK_MINUTES)
+    day = add_business_days(chicago_date(now), -(STUCK_ACHSENT_BUSINESS_DAYS + 1))
+    return processing, datetime.combine(day, datetime.min.time(), tzinfo=CHICAGO)
+
+
+def payment_stuck_conditions(*, now: datetime) -> dict[str, Q]:
+    """``{"processing": Q, "achsent": Q}``: the stuck payments of each kind (the admin filter, the dashboard)."""
+    processing_cutoff, achsent_cutoff = payment_stuck_cutoffs(now=now)
+    return {
+        "processing": Q(payment_status=Status.PROCESSING, created_at__lt=processing_cutoff),
+        "achsent": Q(payment_status=Status.ACHSENT) & (
+            Q(submit_date__lt=achsent_cutoff) | Q(submit_date__isnull=True, created_at__lt=achsent_cutoff)),
+    }

@@ -40,6 +40,7 @@ class RefundRequest:
     subscription_id: str | None = None
     client_id: str = ""
     actor: str = "system"
+    audit_reason: str | None = None  # why (the back office's reason); the audit entry falls back to the description
 
 
 @dataclass(frozen=True)

@@ -195,8 +195,9 @@ def refund_claim(*, request: RefundRequest, idempotency_key: str, fingerprint: s
         )
         refund.save(force_insert=True)
         audit_record(actor=request.actor, action="refund.create", target_type="refund", target_id=str(refund.pk),
-                     reason=request.description, user_id=request.user_id,
-                     changes={"amount": str(refund.amount), "target": refund.target, "method": refund.method,
+                     reason=request.audit_reason or request.description, user_id=request.user_id,
+                     changes={"amount": str(refund.amount), "description": request.description,
+                              "target": refund.target, "method": refund.method,
                               "payment_id": str(refund.payment_id) if refund.payment_id else None,
                               "confirmation_id": refund.confirmation_id, "account_id": refund.account_id})
         idempotency_attach(record=record, resource_id=str(refund.pk))

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "blocklist",
     "fraud",
     "syncing",
+    "backoffice",
 ]
 
 MIDDLEWARE = [

@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from core.models import DeadLetter
+from core.models import AuditEntry, DeadLetter
 from tests.broker import drain
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,8 @@ def test_replay_action_enqueues_the_job_on_its_queue_and_records_who(admin_clien
                                                                       django_capture_on_commit_callbacks):
     drain("default")
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(CHANGELIST, {"action": "replay", "_selected_action": [letter.pk]})
+        response = admin_client.post(CHANGELIST, {"action": "replay", "_selected_action": [letter.pk],
+                                                  "reason": "after outage", "_confirm": "Replay"})
     assert response.status_code == 302
     letter.refresh_from_db()
     assert (letter.replay_count, letter.replayed_by) == (1, "ops")
@@ -52,6 +53,8 @@ def test_replay_action_enqueues_the_job_on_its_queue_and_records_who(admin_clien
     headers, payload = messages[0]
     assert headers["task"] == "tests.replay_probe"
     assert payload[0] == ["abc"] and payload[1] == {"n": 1}
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.actor, entry.reason) == ("dead_letter.replay", "ops", "after outage")
 
 
 def test_staff_without_permission_cannot_see_dead_letters(client, letter):
