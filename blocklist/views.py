@@ -3,7 +3,7 @@
 from dataclasses import asdict
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,14 +18,17 @@ from blocklist.serializers import (
 from blocklist.services import blocklist_block, blocklist_unblock
 from core.auth.permissions import require_roles
 from core.pagination import CursorPagination
+from core.serializers import error_response
 
 _READ = require_roles("service", "support")
 _WRITE = require_roles("support", "admin")
 _ERRORS = {
-    401: OpenApiResponse(description="No or invalid credentials."),
-    403: OpenApiResponse(description="The caller's role may not do this."),
-    422: OpenApiResponse(description="invalid_user_id, reason_required, reason_too_long."),
+    401: error_response("No or invalid credentials."),
+    403: error_response("The caller's role may not do this."),
+    422: error_response("invalid_user_id, reason_required, reason_too_long."),
 }
+_BODY_ERRORS = {400: error_response("`validation_error` (unknown field, `details` names it), `malformed_request` "
+                                    "(not JSON).")}
 _REASON_QUERY = OpenApiParameter(
     "reason", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
     description="The reason, when the DELETE has no body (a reason in the body wins).",
@@ -59,7 +62,8 @@ class BlocklistView(APIView):
         description="Appends a BLOCKED record (source `manual`, actor = the API key name). 201 when the user was "
                     "not blocked; 200 and no new record when already blocked.",
         request=BlocklistChangeInputSerializer,
-        responses={200: BlocklistStatusOutputSerializer, 201: BlocklistStatusOutputSerializer, **_ERRORS},
+        responses={200: BlocklistStatusOutputSerializer, 201: BlocklistStatusOutputSerializer, **_BODY_ERRORS,
+                   **_ERRORS},
     )
     def post(self, request, user_id: str):
         body = BlocklistChangeInputSerializer(data=request.data)
@@ -76,7 +80,7 @@ class BlocklistView(APIView):
                     "`reason` query parameter.",
         request=BlocklistChangeInputSerializer,
         parameters=[_REASON_QUERY],
-        responses={200: BlocklistStatusOutputSerializer, **_ERRORS},
+        responses={200: BlocklistStatusOutputSerializer, **_BODY_ERRORS, **_ERRORS},
     )
     def delete(self, request, user_id: str):
         body = BlocklistChangeInputSerializer(data=request.data)
@@ -109,7 +113,8 @@ class BlocklistHistoryView(generics.ListAPIView):
         operation_id="blocklist_history",
         summary="Blocklist history of a user",
         description="Every block and unblock, newest first (empty for a user never on the blocklist).",
-        responses={200: BlocklistRecordOutputSerializer(many=True), **_ERRORS},
+        responses={200: BlocklistRecordOutputSerializer(many=True), 404: error_response("`not_found`: invalid cursor."),
+                   **_ERRORS},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

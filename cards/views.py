@@ -133,7 +133,7 @@ class DebitCardChangesView(CardDataGuardMixin, ListAPIView):
         operation_id="debit_card_changes", tags=TAGS,
         summary="The user's card history, newest first (cursor-paginated; empty when the user never had a card).",
         responses={200: DebitCardChangeOutput(many=True), 422: error_response(f"`invalid_user_id`; {GUARD_ERROR}"),
-                   **COMMON_ERRORS},
+                   404: error_response("`not_found`: invalid cursor."), **COMMON_ERRORS},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

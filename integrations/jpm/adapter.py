@@ -216,9 +216,10 @@ def _datetime(value: Any, what: str, *, operation: str, exchange: Exchange | Non
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
+        # In UTC: Python accepts offsets up to ±23:59, PostgreSQL only ±15:59 (an odd offset must not fail a write).
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _protocol(f"{what} is not an ISO 8601 date-time", operation=operation, exchange=exchange) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _status(value: Any, what: str, *, operation: str, exchange: Exchange | None) -> str:

@@ -158,9 +158,10 @@ def _datetime(value: Any, name: str, operation: str, exchange: Exchange) -> date
         raise _protocol_error(f"{name} is not a date", operation, exchange)
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError as exc:
+        # In UTC: Python accepts offsets up to ±23:59, PostgreSQL only ±15:59 (an odd offset must not fail a write).
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise _protocol_error(f"{name} is not an ISO 8601 date", operation, exchange) from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def _optional_str(value: Any) -> str | None:

@@ -32,3 +32,4 @@ def test_every_field_survives(error):
     assert type(copy) is type(error)
     assert copy.__dict__ == error.__dict__
     assert str(copy) == str(error)
+
