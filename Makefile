@@ -14,7 +14,7 @@ export SANDBOX_PORT
 export SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
 export SANDBOX_JPM_WEBHOOK_URL := http://127.0.0.1:$(PORT)/webhooks/jpm
 
-.PHONY: run test install lint schema check clean
+.PHONY: run test screenshots install lint schema check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,14 @@ run: install
 
 test: install
 	@scripts/ensure-services.sh redis
+	@scripts/ensure-chromium.sh
 	@mkdir -p var
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+screenshots: install
+	@scripts/ensure-chromium.sh
+	@mkdir -p var
+	UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest tests/browser -q
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -35,6 +35,7 @@ class JpmWebhookMessage(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        verbose_name = "JPM webhook message"
         indexes = [models.Index(fields=["status", "received_at"], name="jpm_webhook_status_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=WebhookMessageStatus.values),
@@ -62,6 +63,7 @@ class JpmUnknownCallback(models.Model):
     resolved_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
+        verbose_name = "JPM unknown callback"
         ordering = ["-first_seen_at"]
         constraints = [
             models.UniqueConstraint(fields=["end_to_end_id", "payment_status", "create_date_time"],
@@ -107,6 +109,7 @@ class UsioTransaction(models.Model):
 
     class Meta:
         ordering = ["-transaction_date"]
+        verbose_name = "Usio transaction"
         constraints = [
             models.UniqueConstraint(fields=["confirmation", "record_type"], name="usio_transaction_once"),
             models.CheckConstraint(condition=Q(record_type__in=UsioRecordType.values),
@@ -137,6 +140,7 @@ class JpmTransaction(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "JPM transaction"
         ordering = ["-transaction_date", "transaction_id"]
 
     def __str__(self) -> str:
