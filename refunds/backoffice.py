@@ -27,6 +27,7 @@ from core.errors import ValidationError
 from core.idempotency import fingerprint
 from core.models import IdempotencyKey
 from core.transactions import in_transaction
+from payments.models import Source
 from refunds.data import RefundRequest, RefundResult, SupportIdentity
 from refunds.selectors import refund_totals_for_payment
 
@@ -96,4 +97,4 @@ def refund_payment_from_admin(*, principal: Principal, support: SupportIdentity,
     if claim.response is not None:
         return claim.response
     outcome = refund_call_processor(claim=claim)
-    return refund_apply_outcome(claim=claim, outcome=outcome)
+    return refund_apply_outcome(claim=claim, outcome=outcome, source=Source.ADMIN)

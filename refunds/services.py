@@ -261,10 +261,10 @@ def refund_finish(*, refund_id, outcome: RefundOutcome, source: str, actor: str,
     return FinishResult(True, refund, refunded)
 
 
-def refund_apply_outcome(*, claim: RefundClaim, outcome: RefundOutcome) -> RefundResult:
+def refund_apply_outcome(*, claim: RefundClaim, outcome: RefundOutcome, source: str | None = None) -> RefundResult:
     """Step 3. ``unknown`` → nothing changes (refund PROCESSING, its amount still held, key in progress): 202 with
-    the refund. Else in ONE transaction ``refund_finish`` (source ``api``, the caller as actor) and the answer —
-    201 with the refund as it now is — stored on the key."""
+    the refund. Else in ONE transaction ``refund_finish`` (``source``: ``api`` by default, ``admin`` from the back
+    office; the caller as actor) and the answer — 201 with the refund as it now is — stored on the key."""
     from payments.models import Source
 
     refund = claim.refund
@@ -276,7 +276,8 @@ def refund_apply_outcome(*, claim: RefundClaim, outcome: RefundOutcome) -> Refun
                        extra={"refund_id": str(refund.pk), "error": outcome.message})
         return RefundResult(HTTP_ACCEPTED, refund_render(refund), refund_id=str(refund.pk))
     with transaction.atomic():
-        finished = refund_finish(refund_id=refund.pk, outcome=outcome, source=Source.API, actor=claim.request.actor)
+        finished = refund_finish(refund_id=refund.pk, outcome=outcome, source=source or Source.API,
+                                 actor=claim.request.actor)
         body = refund_render(finished.refund)
         if claim.record is not None:
             idempotency_complete(record=claim.record, status_code=HTTP_CREATED, body=body,

@@ -136,7 +136,7 @@ def test_refunding_the_whole_balance_makes_the_payment_refunded(sandbox, staff, 
     payment.refresh_from_db()
     assert payment.payment_status == "REFUNDED"
     change = PaymentStatusChange.objects.filter(payment=payment).latest("at")
-    assert (change.to_status, change.actor) == ("REFUNDED", user.username)
+    assert (change.to_status, change.actor, change.source) == ("REFUNDED", user.username, "admin")
     assert "SUBSCRIPTION_REFUNDED" in OutboxEvent.objects.values_list("type", flat=True)
     assert AuditEntry.objects.count() == 1
 
