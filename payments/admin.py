@@ -37,7 +37,7 @@ from django.utils import timezone
 from core.admin_base import ReadOnlyAdmin
 from core.errors import ServiceError
 from core.groups import ADMIN
-from payments.models import Payment, PaymentStatusChange, PrenoteRequest
+from payments.models import Payment, PaymentStatusChange, PrenoteRequest, TransactionServiceNotification
 from payments.selectors import STUCK_ACHSENT_BUSINESS_DAYS, payment_stuck_conditions
 
 REFUND_PERMISSION = "refunds.add_refund"
@@ -343,3 +343,15 @@ class PrenoteRequestAdmin(ReadOnlyAdmin):
     list_filter = ("status", "provider")
     search_fields = ("=user_id", "=account_id", "=masked_account_number", "=payment__id")
     date_hierarchy = "created_at"
+
+
+@admin.register(TransactionServiceNotification)
+class TransactionServiceNotificationAdmin(ReadOnlyAdmin):
+    """What the Transaction Service was (or will be) told; a dead one has a dead letter to replay."""
+
+    list_display = ("created_at", "event_id", "payment", "status", "attempts", "next_attempt_at", "sent_at")
+    list_filter = ("status",)
+    search_fields = ("=event_id", "=payment__id", "=payment__user_id", "=payment__confirmation_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("payment",)
+

@@ -8,8 +8,9 @@ Registered at start-up (``PaymentsConfig.ready`` imports this module), in this o
 2. ``payments.transaction_service_notifier`` — float payments leaving the ACH network's pending states (SPEC §7.2:
    "float payments leaving ACHSENT notify the Transaction Service"): a ``FLOAT_DEBIT_*`` / ``FLOAT_CREDIT_*``
    ``COMPLETED``, ``RETURNED`` or ``FAILED`` event whose status change came from ACHSENT — or from CLEARED, which
-   is still in flight on the network and whose entry from ACHSENT wrote no event. ``POST /payments/status`` with the
-   event id; the receiver is idempotent on it. Network and 5xx failures raise, so the relay retries the event.
+   is still in flight on the network and whose entry from ACHSENT wrote no event. It records a
+   ``TransactionServiceNotification`` in the relay's transaction; ``payments.transaction_service`` POSTs it to
+   ``/payments/status`` outside any transaction, with retries (the receiver is idempotent on the event id).
 
 Each handler takes the event envelope (``core.outbox.outbox_envelope``) and must be idempotent on the event id:
 the relay de-duplicates for them (``OutboxConsumption``), but a crash before its commit repeats side effects
@@ -37,8 +38,6 @@ FLOAT_EXIT_EVENT_TYPES = frozenset(
 )
 # The statuses of a payment still in flight on the ACH network; leaving them (with an event) notifies.
 IN_FLIGHT_STATUSES = frozenset({Status.ACHSENT, Status.CLEARED})
-# Transaction Service answers that retrying cannot change (the notification itself is refused).
-_RETRYABLE_DECLINES = frozenset({"http_408", "http_409", "http_425", "http_429"})
 
 
 def blocklist_on_return(envelope: dict) -> None:
@@ -67,9 +66,9 @@ def previous_status(envelope: dict) -> str | None:
 
 
 def transaction_service_on_float_exit(envelope: dict) -> None:
-    """Notify the Transaction Service of a float payment leaving ACHSENT (or CLEARED). Other events: nothing."""
-    from integrations.errors import ProcessorDeclined
-    from integrations.transaction_service import StatusNotification, transaction_service_client
+    """Record the Transaction Service notification of a float payment leaving ACHSENT (or CLEARED); other events:
+    nothing. The HTTP call happens later, outside the relay's transaction (``payments.transaction_service``)."""
+    from payments.transaction_service import ts_notification_record
 
     data = envelope["data"]
     if data.get("purpose") != "float":
@@ -79,21 +78,16 @@ def transaction_service_on_float_exit(envelope: dict) -> None:
         raise PermanentJobError(f"no status change recorded for event {envelope['id']}")
     if previous not in IN_FLIGHT_STATUSES:
         return
-    notification = StatusNotification(
-        event_id=envelope["id"],
-        confirmation_id=data.get("confirmation_id") or envelope["subject"],
-        user_id=data["user_id"],
-        payment_status=data["payment_status"],
-        previous_status=previous,
-        amount=Decimal(str(data["amount"])),
-        occurred_at=parse_datetime(envelope["occurred_at"]),
-    )
-    try:
-        transaction_service_client().post_payment_status(notification)
-    except ProcessorDeclined as exc:
-        if exc.code in _RETRYABLE_DECLINES:
-            raise
-        raise PermanentJobError(str(exc)) from exc
+    body = {
+        "event_id": envelope["id"],
+        "confirmation_id": data.get("confirmation_id") or envelope["subject"],
+        "user_id": data["user_id"],
+        "payment_status": data["payment_status"],
+        "previous_status": previous,
+        "amount": f"{Decimal(str(data['amount'])):.2f}",
+        "occurred_at": parse_datetime(envelope["occurred_at"]).isoformat(),
+    }
+    ts_notification_record(event_id=envelope["id"], payment_id=data["id"], body=body)
 
 
 register_consumer(BLOCKLIST_CONSUMER, blocklist_on_return, types=BLOCKING_EVENT_TYPES)

@@ -8,7 +8,10 @@ from datetime import date
 
 from core.jobs import register_job
 from core.schedules import ScheduleSpec, register_schedule
-from payments import prenote_jobs  # noqa: F401  (the prenote submitter and verifier: tasks, jobs, schedules)
+from payments import (
+    prenote_jobs,  # noqa: F401  (the prenote submitter and verifier: tasks, jobs, schedules)
+    transaction_service_jobs,  # noqa: F401  (the Transaction Service sender)
+)
 from payments.reconciler import reconcile_processing
 
 register_schedule(

@@ -208,3 +208,42 @@ class PrenoteRequest(models.Model):
 
     def __str__(self) -> str:
         return f"prenote {self.user_id}/{self.account_id} via {self.provider} ({self.status})"
+
+
+# --- Transaction Service notifications (SPEC §7.2; services in ``payments.transaction_service``) --------------------
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending"  # to send (again, from next_attempt_at)
+    SENT = "sent"  # the Transaction Service accepted it
+    DEAD = "dead"  # refused, or attempts spent: see the dead letter
+
+
+class TransactionServiceNotification(models.Model):
+    """One float payment leaving the ACH network's pending states, to tell the Transaction Service.
+
+    Written by the outbox consumer in the relay's transaction (so it exists exactly when the event was consumed)
+    and sent by ``payments.transaction_service.ts_notifications_send_due`` outside any transaction, with retries
+    and back-off; the receiver is idempotent on ``event_id``. A payment leaves ACHSENT/CLEARED once, so there is at
+    most one notification per payment.
+    """
+
+    event_id = models.UUIDField(unique=True)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="ts_notifications")
+    body = models.JSONField(help_text="the notification as sent (no account data)")
+    status = models.CharField(max_length=8, choices=NotificationStatus.choices, default=NotificationStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="failed sends")
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="ts_notification_due_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=NotificationStatus.values), name="ts_notification_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Transaction Service notification {self.event_id} ({self.status})"

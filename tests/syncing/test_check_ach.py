@@ -25,6 +25,7 @@ from core.outbox_relay import outbox_relay_run
 from core.schedules import all_schedules
 from payments.models import Payment, PaymentStatusChange
 from payments.prenotes import prenote_process_batch
+from payments.transaction_service import ts_notifications_send_due
 from syncing.check_ach import (
     SCHEDULER_TASK,
     WORKER_TASK,
@@ -168,7 +169,7 @@ def test_a_due_usio_debit_completes_and_the_transaction_service_hears_once(make_
 
     stats = check_ach_process(payment_ids=[str(p.pk) for p in every], now=later())
     outbox_relay_run()
-    outbox_relay_run()
+    ts_notifications_send_due()  # the Transaction Service is told outside the relay's transaction
 
     assert (stats.examined, stats.completed) == (3, 3)
     for payment in every:

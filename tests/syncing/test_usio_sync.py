@@ -23,6 +23,7 @@ from integrations.errors import ProcessorProtocolError
 from integrations.usio import usio_client
 from payments.models import Payment, PaymentStatusChange, PrenoteRequest
 from payments.prenotes import prenote_process_batch
+from payments.transaction_service import ts_notifications_send_due
 from syncing.models import UsioTransaction
 from syncing.usio_sync import usio_sync_window
 from tests.payments import conftest as payments_fixtures
@@ -235,6 +236,7 @@ def test_a_settled_ach_credit_completes_at_once_and_notifies_the_transaction_ser
     assert events(payment) == ["FLOAT_CREDIT_COMPLETED"]
     assert changes(payment)[-1] == ("ACHSENT", "COMPLETED", "usio_sync")
     outbox_relay_run()
+    ts_notifications_send_due()
     notified = [n for n in sandbox.received("transactions") if n["confirmation_id"] == payment.confirmation_id]
     assert [(n["previous_status"], n["payment_status"]) for n in notified] == [("ACHSENT",
                                                                                                 "COMPLETED")]
