@@ -16,8 +16,7 @@ from django.utils.http import urlencode
 from blocklist.models import BlocklistRecord, BlocklistSource, BlocklistStatus
 from blocklist.selectors import blocklist_history, blocklist_is_blocked, blocklist_status
 from blocklist.services import blocklist_block, blocklist_unblock
-from core.admin import BackofficeActionsMixin, ReasonField, add_service_error
-from core.admin_base import ReadOnlyAdmin
+from core.admin_base import BackofficeActionsMixin, ReadOnlyAdmin, ReasonField, add_service_error
 from core.errors import ServiceError
 from core.validators import validate_user_id
 

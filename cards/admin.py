@@ -15,8 +15,7 @@ from django.urls import path
 
 from cards import services
 from cards.models import DebitCard, DebitCardChange
-from core.admin import BackofficeActionsMixin, ReasonField, add_service_error
-from core.admin_base import ReadOnlyAdmin
+from core.admin_base import BackofficeActionsMixin, ReadOnlyAdmin, ReasonField, add_service_error
 from core.errors import ServiceError
 
 VALIDITY_CHOICES = (("valid", "Valid"), ("invalid", "Invalid"))

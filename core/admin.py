@@ -5,19 +5,22 @@ Also the building blocks of the back-office action pages (issue 8) that every ap
 after a server-side permission check on both, and renders the service's refusal as the form's error.
 """
 
-import json
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpResponseRedirect
+from django.urls import path
 
-from core.admin_base import ReadOnlyAdmin
+from core.admin_base import (
+    BackofficeActionsMixin,
+    ReadOnlyAdmin,
+    ReasonField,
+    ReasonForm,
+    add_service_error,
+    pretty_json,
+)
 from core.auth.api_keys import api_key_revoke
 from core.backoffice import dead_letter_replay_with_reason, event_redeliver, event_redelivery_targets
 from core.errors import ServiceError
@@ -39,70 +42,7 @@ from core.outbox_push import (
     push_subscription_update,
     push_subscription_validate,
 )
-from core.redaction import redact, redact_text
-
-# --- Building blocks of the back-office action pages ----------------------------------------------------------------
-
-
-class ReasonField(forms.CharField):
-    """The ``reason`` every back-office action asks for (required; kept in the audit trail)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "cols": 60}))
-        kwargs.setdefault("max_length", 2000)
-        kwargs.setdefault("help_text", "Why you do this. Recorded in the audit trail with your name and the time.")
-        kwargs.setdefault("error_messages", {"required": "A reason is required."})
-        super().__init__(**kwargs)
-
-
-class ReasonForm(forms.Form):
-    reason = ReasonField()
-
-
-def add_service_error(form: forms.Form, exc: ServiceError) -> None:
-    """Show a service's refusal on the form: on the field its ``details.field`` names, else above the form."""
-    field = exc.details.get("field") if isinstance(exc.details, dict) else None
-    form.add_error(field if field in form.fields else None, forms.ValidationError(exc.message, code=exc.code))
-
-
-def pretty_json(value) -> str:
-    """Redacted, indented JSON for display (dead-letter arguments, raw answers, event data)."""
-    return redact_text(json.dumps(redact(value), indent=2, sort_keys=True, default=str))
-
-
-class BackofficeActionsMixin:
-    """Per-object back-office action pages of a ``ModelAdmin`` (GET = the form, POST = act)."""
-
-    def require_permission(self, request, permission: str) -> None:
-        """403 unless the user holds ``permission`` (checked on GET and POST, before anything is read)."""
-        if not request.user.has_perm(permission):
-            raise PermissionDenied
-
-    def get_action_object(self, request, object_id: str):
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            raise Http404
-        return obj
-
-    def change_url(self, obj) -> str:
-        opts = self.model._meta
-        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk],
-                       current_app=self.admin_site.name)
-
-    def render_action(self, request, *, template: str, title: str, form: forms.Form, original=None,
-                      submit_label: str = "Confirm", **context) -> TemplateResponse:
-        opts = self.model._meta
-        return TemplateResponse(request, template, {
-            **self.admin_site.each_context(request),
-            "opts": opts,
-            "app_label": opts.app_label,
-            "title": title,
-            "form": form,
-            "original": original,
-            "submit_label": submit_label,
-            "media": self.media + form.media,
-            **context,
-        })
+from core.redaction import redact_text
 
 
 @admin.register(ApiKey)

@@ -34,7 +34,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from core.admin_base import ReadOnlyAdmin
+from core.admin_base import ReadOnlyAdmin, ReasonForm, add_service_error
 from core.errors import ServiceError
 from core.groups import ADMIN
 from payments.models import Payment, PaymentStatusChange, PrenoteRequest, TransactionServiceNotification
@@ -92,13 +92,6 @@ class PaymentStatusChangeInline(admin.TabularInline):
 
 
 # --- action forms ---------------------------------------------------------------------------------------------------
-class ReasonForm(forms.Form):
-    """Every back-office action asks why (the audit entry's reason)."""
-
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000,
-                             help_text="Why you are doing this (recorded in the audit trail with your name).")
-
-
 class RefundForm(ReasonForm):
     """A refund of one payment. ``amount`` is text: the refunds service judges it as the API does (same codes).
     ``idempotency_key`` is generated when the form is rendered, so submitting the same form twice refunds once."""
@@ -112,13 +105,6 @@ class RefundForm(ReasonForm):
 
 def _new_idempotency_key() -> str:
     return f"admin-refund-{uuid.uuid4()}"
-
-
-def _show_service_error(form: forms.Form, exc: ServiceError, *, field_codes: dict[str, str] | None = None) -> None:
-    """A service refusal on the form, as the API words it: on its field when it names one of the form's."""
-    details = exc.details if isinstance(exc.details, dict) else {}
-    field = (field_codes or {}).get(exc.code) or details.get("field")
-    form.add_error(field if field in form.fields else None, f"{exc.message} ({exc.code})")
 
 
 _REFUND_FIELD_CODES = {"invalid_amount": "amount", "amount_over_limit": "amount", "refund_exceeds_balance": "amount",
@@ -242,13 +228,13 @@ class PaymentAdmin(ReadOnlyAdmin):
                         description=form.cleaned_data["description"], reason=form.cleaned_data["reason"],
                         idempotency_key=form.cleaned_data["idempotency_key"])
                 except ServiceError as exc:
-                    _show_service_error(form, exc, field_codes=_REFUND_FIELD_CODES)
+                    add_service_error(form, exc, field_codes=_REFUND_FIELD_CODES)
                 else:
                     if result.status_code < 400:
                         self._refund_message(request, result)
                         return self._to_payment(payment)
                     error = (result.body or {}).get("error") or {}
-                    _show_service_error(form, ServiceError(error.get("message"), code=error.get("code"),
+                    add_service_error(form, ServiceError(error.get("message"), code=error.get("code"),
                                                            details=error.get("details")),
                                         field_codes=_REFUND_FIELD_CODES)
             # The key may have been claimed by a refused attempt: the corrected form is a new request.
@@ -285,7 +271,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                 result = payment_sync_now(payment_id=payment.pk, actor=request.user.get_username(),
                                           reason=form.cleaned_data["reason"])
             except ServiceError as exc:
-                _show_service_error(form, exc)
+                add_service_error(form, exc)
             else:
                 if result.changed:
                     outcome = f"changed {result.from_status} → {result.to_status} ({', '.join(result.applied)})"
@@ -307,7 +293,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                 payment = payment_mark_failed(payment_id=payment.pk, actor=request.user.get_username(),
                                               reason=form.cleaned_data["reason"])
             except ServiceError as exc:
-                _show_service_error(form, exc)
+                add_service_error(form, exc)
             else:
                 self.message_user(request, f"Payment {payment.pk} marked FAILED ({payment.return_info}).",
                                   messages.SUCCESS)

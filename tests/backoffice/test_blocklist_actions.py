@@ -1,28 +1,17 @@
 """Back office (issue 8): block / unblock a user with a reason, by the support and admin groups only."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 
 from blocklist.models import BlocklistRecord
 from blocklist.services import blocklist_block
 from core.models import AuditEntry
+from tests.backoffice.conftest import login
 
 pytestmark = pytest.mark.django_db
 
 BLOCK = "/admin/blocklist/blocklistrecord/block/"
 UNBLOCK = "/admin/blocklist/blocklistrecord/unblock/"
 CHANGELIST = "/admin/blocklist/blocklistrecord/"
-
-
-def login(client, username: str, group: str | None = None, *perms: str):
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456789", is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

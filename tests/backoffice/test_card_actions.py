@@ -4,13 +4,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from cards.models import ChangeType, DebitCard, DebitCardChange
 from cards.services import card_save
 from core.models import AuditEntry
+from tests.backoffice.conftest import login
 
 pytestmark = pytest.mark.django_db
 
@@ -20,16 +19,6 @@ CREDIT, DEBIT = "tok_backoffice_credit_7731", "tok_backoffice_debit_7731"
 def exp_in(years: int, month: int = 12) -> str:
     today = timezone.localtime(timezone.now(), ZoneInfo(settings.BUSINESS_TIME_ZONE))
     return f"{month:02d}{today.year + years}"
-
-
-def login(client, username: str, group: str | None = None, *perms: str):
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456789", is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -33,22 +31,17 @@ from core.models import (
 )
 from payments.models import Payment
 from payments.selectors import payment_stuck_cutoffs
+from tests.backoffice.conftest import login
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "bo-password-12345"
 SUBSCRIPTION_MID = "29111679"
 FLOAT_DEBIT_MID = "29063402"
 OTHER_MID = "55550000"
 
 
 def staff_client(client, group: str | None):
-    username = f"staff-{group or 'none'}"
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    assert client.login(username=username, password=PASSWORD)
-    return client
+    return login(client, f"staff-{group or 'none'}", group)
 
 
 def _payment(*, status="COMPLETED", method="ach", payment_type="debit", provider="usio", purpose="subscription",

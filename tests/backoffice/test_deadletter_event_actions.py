@@ -1,8 +1,6 @@
 """Back office (issue 8): replay a dead letter and re-deliver an event, each with a reason, by the admin group only."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from blocklist.selectors import blocklist_is_blocked
@@ -18,6 +16,7 @@ from core.models import (
 from core.outbox_push import push_subscription_create
 from core.outbox_relay import CONSUMER_REPLAY_TASK, outbox_consumer_replay
 from payments.consumers import BLOCKLIST_CONSUMER
+from tests.backoffice.conftest import login
 from tests.broker import drain
 from tests.outbox.conftest import make_payment, move
 
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.django_db
 
 ACCOUNT_NUMBER = "987654321012"
 CHANGELIST = "/admin/core/deadletter/"
-
-
-def login(client, username: str, group: str | None = None, *perms: str):
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456789", is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user)
-    return client
 
 
 def sent(task_name: str) -> list[tuple[dict, object]]:

@@ -14,12 +14,11 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.urls import get_resolver, reverse
 from django.utils import timezone
 
 from core.models import AuditEntry
+from tests.backoffice.conftest import login as staff_login
 
 pytestmark = pytest.mark.django_db
 
@@ -143,12 +142,7 @@ def make_rows() -> None:
 
 
 def login(client, role: str):
-    user = get_user_model().objects.create_user(f"matrix-{role}", f"{role}@example.com", "pw-123456789",
-                                                is_staff=True)
-    if role != "nogroup":
-        user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return client
+    return staff_login(client, f"matrix-{role}", None if role == "nogroup" else role)
 
 
 def snapshot() -> tuple:

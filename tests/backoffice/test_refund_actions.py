@@ -12,10 +12,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
-from django.test import Client
 from django.urls import reverse
 
 from core.models import AuditEntry, IdempotencyKey, OutboxEvent
@@ -36,25 +33,6 @@ pytestmark = pytest.mark.django_db
 
 REASON = "customer charged twice, ticket #981"
 DESCRIPTION = "duplicate subscription charge"
-
-
-@pytest.fixture
-def staff(db):
-    """``staff("support" | "admin" | None)`` → (logged-in Client, user): a staff user in that group (or none)."""
-    made = iter(range(1000))
-
-    def _make(group: str | None):
-        number = next(made)
-        user = get_user_model().objects.create_user(
-            username=f"{group or 'nogroup'}-{number}", password="pw", email=f"staff{number}@example.com",
-            first_name="Sam", last_name=f"Staff{number}", is_staff=True)
-        if group:
-            user.groups.add(Group.objects.get(name=group))
-        client = Client()
-        client.force_login(user)
-        return client, user
-
-    return _make
 
 
 def refund_url(payment: Payment) -> str:

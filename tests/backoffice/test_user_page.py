@@ -15,7 +15,6 @@ from decimal import Decimal
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.http import HttpResponse
 from django.test import override_settings
 from django.urls import path
@@ -30,6 +29,7 @@ from core.audit import audit_record
 from fraud.models import FraudCheck, FraudResult
 from payments.models import Payment
 from refunds.models import Refund
+from tests.backoffice.conftest import login
 
 pytestmark = pytest.mark.django_db
 
@@ -65,12 +65,7 @@ with_action_urls = override_settings(ROOT_URLCONF=__name__)
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 def staff_client(client, group: str | None, username: str | None = None):
-    username = username or f"staff-{group or 'none'}"
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    assert client.login(username=username, password=PASSWORD)
-    return client
+    return login(client, username or f"staff-{group or 'none'}", group)
 
 
 def make_payment(*, user_id: str = USER, status: str = "COMPLETED", provider: str = "usio", method: str = "pinless",
