@@ -27,14 +27,12 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
-from django.template.response import TemplateResponse
+from django.contrib.admin.utils import quote
+from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 
-from core.admin_base import ReadOnlyAdmin, ReasonForm, add_service_error
+from core.admin_base import BackofficeActionsMixin, ReadOnlyAdmin, ReasonForm, add_service_error
 from core.errors import ServiceError
 from core.groups import ADMIN
 from payments.models import Payment, PaymentStatusChange, PrenoteRequest, TransactionServiceNotification
@@ -112,7 +110,7 @@ _REFUND_FIELD_CODES = {"invalid_amount": "amount", "amount_over_limit": "amount"
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(BackofficeActionsMixin, ReadOnlyAdmin):
     change_form_template = "admin/payments/payment/change_form.html"
     actions = ["refund_selected", "sync_selected", "mark_failed_selected"]
     list_display = ("id", "confirmation_id", "user_id", "purpose", "payment_type", "payment_method",
@@ -183,24 +181,19 @@ class PaymentAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def _payment_for(self, request, object_id: str, allowed: bool) -> Payment:
+    def _payment_for(self, request, object_id: str, permission: str) -> Payment:
         """The payment of an action view, after the permission check (403 first: a forbidden user learns nothing
         about which payments exist)."""
-        if not allowed:
-            raise PermissionDenied
-        payment = self.get_object(request, unquote(object_id))
-        if payment is None:
-            raise Http404("No such payment.")
-        return payment
+        self.require_permission(request, permission)
+        return self.get_action_object(request, object_id)
 
     def _render(self, request, template: str, payment: Payment, title: str, form: forms.Form, **context):
-        return TemplateResponse(request, f"admin/payments/payment/{template}", {
-            **self.admin_site.each_context(request), "opts": self.opts, "original": payment, "payment": payment,
-            "title": title, "subtitle": str(payment.pk), "form": form, "last4": self.last4(payment), **context,
-        })
+        return self.render_action(request, template=f"admin/payments/payment/{template}", title=title, form=form,
+                                  original=payment, payment=payment, subtitle=str(payment.pk),
+                                  last4=self.last4(payment), **context)
 
     def _to_payment(self, payment: Payment) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[quote(payment.pk)]))
+        return HttpResponseRedirect(self.change_url(payment))
 
     def refund_view(self, request, object_id):
         """Refund this payment (``refunds.add_refund``): shows the refundable balance; POST refunds through
@@ -212,7 +205,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         )
         from refunds.data import SupportIdentity
 
-        payment = self._payment_for(request, object_id, self.has_refund_permission(request))
+        payment = self._payment_for(request, object_id, REFUND_PERMISSION)
         if request.method == "POST":
             form = RefundForm(request.POST)
             if form.is_valid():
@@ -264,7 +257,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         (``payments.backoffice.payment_sync_now``); the message says what it answered and what changed."""
         from payments.backoffice import payment_sync_now
 
-        payment = self._payment_for(request, object_id, self.has_sync_permission(request))
+        payment = self._payment_for(request, object_id, SYNC_PERMISSION)
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -286,7 +279,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         ``payments.backoffice.payment_mark_failed``."""
         from payments.backoffice import payment_mark_failed, payment_mark_failed_refusal
 
-        payment = self._payment_for(request, object_id, self.has_mark_failed_permission(request))
+        payment = self._payment_for(request, object_id, MARK_FAILED_PERMISSION)
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
