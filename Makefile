@@ -46,7 +46,7 @@ test: install
 	@scripts/ensure-services.sh redis
 	@scripts/ensure-chromium.sh
 	@mkdir -p var
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@scripts/run-tests.sh $(PYTEST_ARGS)
 
 screenshots: install
 	@scripts/ensure-chromium.sh

@@ -266,8 +266,12 @@ def push_attempt(*, delivery_id: int) -> str | None:
     when it was not attempted (not due, not pending, or another run holds it).
     """
     now = timezone.now()
+    # Every condition on the delivery's own row, no join: Django turns a filter through a join into
+    # "id IN (SELECT ...)", whose rows PostgreSQL does not re-check after waiting for a concurrent claim's update,
+    # so two runs could both claim (and send) the same delivery.
     claimed = PushDelivery.objects.filter(
-        pk=delivery_id, status=PushDeliveryStatus.PENDING, next_attempt_at__lte=now, subscription__active=True
+        pk=delivery_id, status=PushDeliveryStatus.PENDING, next_attempt_at__lte=now,
+        subscription_id__in=PushSubscription.objects.filter(active=True).values("pk"),
     ).update(next_attempt_at=now + _lease(), updated_at=now)
     if not claimed:
         return None
@@ -345,19 +349,30 @@ def push_delivery_retry(*, delivery_id: int, actor: str, reason: str = "Dead pus
 # --- Kicks, job, tasks, schedule --------------------------------------------------------------------------------
 
 
+_BROKER_DOWN_KEY = "core:kicks-paused:broker-down"
+
+
 def coalesced_enqueue(task, *, key: str, delay: float) -> bool:
     """Send ``task`` to run in ``delay`` seconds unless one was sent less than ``delay`` seconds ago (cache flag).
 
     Trailing edge: whatever commits before the flag expires is still there when the task runs, so coalescing
-    strands nothing. Never raises: a broker failure is logged (the beat schedule is the safety net).
+    strands nothing. Never raises: a broker failure is logged (the beat schedule is the safety net), and this
+    process's kicks are then paused for ``OUTBOX_KICK_PAUSE_SECONDS`` (30) so that an outage costs one write the
+    broker's timeout, not every write.
     """
     try:
-        if not cache.add(key, 1, timeout=max(1, int(delay + 0.999))):
+        if cache.get(_BROKER_DOWN_KEY) or not cache.add(key, 1, timeout=max(1, int(delay + 0.999))):
             return False
         task.apply_async(countdown=delay, retry=False)
         return True
     except Exception:
         logger.warning("could not enqueue %s; the beat schedule will run it", task.name, exc_info=True)
+        try:
+            pause = float(getattr(settings, "OUTBOX_KICK_PAUSE_SECONDS", 30.0))
+            if pause > 0:
+                cache.set(_BROKER_DOWN_KEY, 1, timeout=pause)
+        except Exception:  # the cache is down too: nothing more to do
+            logger.debug("could not pause kicks")
         return False
 
 

@@ -13,6 +13,8 @@ from rest_framework.test import APIClient
 from core.auth.api_keys import api_key_create
 from core.logging import JsonFormatter, RedactionFilter, RequestIdFilter
 
+pytest_plugins = ["tests.log_audit"]
+
 
 @pytest.fixture
 def api_client() -> APIClient:
@@ -26,6 +28,9 @@ def make_api_key(db):
 
     def _make(role: str = "service", name: str | None = None) -> str:
         _, raw = api_key_create(name=name or f"test-{role}-{next(counter)}", role=role)
+        from tests import log_audit  # imported as a plugin first (pytest_plugins), for its assertion rewriting
+
+        log_audit.remember(raw, "API key")
         return raw
 
     return _make
@@ -57,7 +62,11 @@ def make_jwt():
             "exp": now + 300,
             **claims,
         }
-        return jwt.encode(payload, secret or settings.JWT_SECRET, algorithm="HS256")
+        token = jwt.encode(payload, secret or settings.JWT_SECRET, algorithm="HS256")
+        from tests import log_audit
+
+        log_audit.remember(token, "JWT")
+        return token
 
     return _make
 
@@ -82,3 +91,11 @@ def json_lines():
 
 
 from tests.sandbox_fixtures import sandbox, sandbox_server  # noqa: E402,F401  (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Every test starts with an empty cache: rate-limit counters, kick flags and pauses are per test."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -23,6 +23,24 @@ HANG_SECONDS = 3.0
 WEBHOOK_SECRET = "test-jpm-webhook-secret"
 
 
+def sandbox_settings(url: str, keys_dir: Path) -> dict:
+    """The settings that point the service's clients at the sandbox (the test process overrides them; processes
+    the tests start get them as environment variables: ``SandboxHandle.env``)."""
+    return {
+        "SANDBOX_URL": url,
+        "USIO_BASE_URL": f"{url}/usio",
+        "USIO_READ_TIMEOUT": READ_TIMEOUT,
+        "JPM_BASE_URL": f"{url}/jpm",
+        "JPM_TOKEN_URL": f"{url}/jpm/oauth2/token",
+        "JPM_PRIVATE_KEY_PATH": str(keys_dir / "jpm-client-key.pem"),
+        "JPM_READ_TIMEOUT": READ_TIMEOUT,
+        "JPM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SLACK_WEBHOOK_URL": f"{url}/slack/webhook",
+        "TRANSACTION_SERVICE_URL": f"{url}/transactions",
+        "OUTBOUND_READ_TIMEOUT": READ_TIMEOUT,
+    }
+
+
 class SandboxHandle:
     """The running sandbox and its control API."""
 
@@ -36,6 +54,10 @@ class SandboxHandle:
                                     timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def env(self) -> dict[str, str]:
+        """``sandbox_settings`` as environment variables, for worker and server processes."""
+        return {name: str(value) for name, value in sandbox_settings(self.url, self.keys_dir).items()}
 
     def reset(self) -> None:
         self.control("POST", "reset")
@@ -82,19 +104,7 @@ def sandbox_server(tmp_path_factory):
         )
     try:
         url = _wait_for_ready(proc, log_path)
-        overrides = override_settings(
-            SANDBOX_URL=url,
-            USIO_BASE_URL=f"{url}/usio",
-            USIO_READ_TIMEOUT=READ_TIMEOUT,
-            JPM_BASE_URL=f"{url}/jpm",
-            JPM_TOKEN_URL=f"{url}/jpm/oauth2/token",
-            JPM_PRIVATE_KEY_PATH=str(keys_dir / "jpm-client-key.pem"),
-            JPM_READ_TIMEOUT=READ_TIMEOUT,
-            JPM_WEBHOOK_SECRET=WEBHOOK_SECRET,
-            SLACK_WEBHOOK_URL=f"{url}/slack/webhook",
-            TRANSACTION_SERVICE_URL=f"{url}/transactions",
-            OUTBOUND_READ_TIMEOUT=READ_TIMEOUT,
-        )
+        overrides = override_settings(**sandbox_settings(url, keys_dir))
         overrides.enable()
         try:
             yield SandboxHandle(url, keys_dir, log_path)

@@ -227,6 +227,10 @@ def broker_transport_options(url: str) -> dict:
 
 
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+# Redis: kombu's transport with a channel that survives the broker's loss (config.celery.RedisChannel).
+CELERY_BROKER_TRANSPORT = (
+    "config.celery:RedisTransport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
+)
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=4.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -368,6 +372,8 @@ OUTBOX_CONSUMER_MAX_ATTEMPTS = env.int("OUTBOX_CONSUMER_MAX_ATTEMPTS", default=1
 OUTBOX_CONSUMER_BACKOFF_SECONDS = env.float("OUTBOX_CONSUMER_BACKOFF_SECONDS", default=30.0)
 # A relay run is requested at most this often after commits (coalescing a burst of events).
 OUTBOX_KICK_SECONDS = env.float("OUTBOX_KICK_SECONDS", default=1.0)
+# After a kick fails (broker down), a process tries no kick for this long; the beat schedules cover them.
+OUTBOX_KICK_PAUSE_SECONDS = env.float("OUTBOX_KICK_PAUSE_SECONDS", default=30.0)
 # Stuck-payment reconciler: lookups failing in a row at one account before it is skipped; time budget per run.
 RECONCILER_MAX_CONSECUTIVE_ERRORS = env.int("RECONCILER_MAX_CONSECUTIVE_ERRORS", default=3)
 RECONCILER_TIME_BUDGET_SECONDS = env.int("RECONCILER_TIME_BUDGET_SECONDS", default=240)

@@ -521,10 +521,10 @@ def test_deliver_parameters_are_validated(sandbox, body):
 
 def test_the_request_log_never_holds_a_full_account_number(sandbox):
     token = _token(sandbox)
-    _post_payment(sandbox, token, _body("mask-1", account="12345"))
+    _post_payment(sandbox, token, _body("mask-1", account="739146285017"))
     dumped = json.dumps(sandbox.requests("jpm"))
-    assert "12345" not in dumped
-    assert "****2345" in dumped
+    assert "739146285017" not in dumped
+    assert "****5017" in dumped
 
 
 def test_body_helper_is_valid(sandbox):
