@@ -14,7 +14,7 @@ export SANDBOX_PORT
 export SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
 export SANDBOX_JPM_WEBHOOK_URL := http://127.0.0.1:$(PORT)/webhooks/jpm
 
-.PHONY: run test screenshots install lint schema check clean
+.PHONY: run test bench screenshots install lint schema check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ test: install
 	@scripts/ensure-chromium.sh
 	@mkdir -p var
 	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+# Benchmarks (not tests): each prints its figure and a ratio against a baseline measured in the same run, on
+# PostgreSQL + Redis; BENCH_ARGS=--quick runs them at small sizes. docs/performance.md has the last figures.
+bench: install
+	@scripts/ensure-services.sh postgres redis
+	@mkdir -p var/bench
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 screenshots: install
 	@scripts/ensure-chromium.sh

@@ -27,7 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.models import OutboxEvent
-from core.outbox import outbox_record
+from core.outbox import outbox_record, outbox_record_many
 from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
 from payments.serializers import payment_render
 
@@ -123,41 +123,25 @@ def payment_apply_status(
         previous = payment.payment_status
         sources = allowed_sources(to_status, payment.payment_method)
         if previous not in sources:
-            outcome = "duplicate" if previous == to_status else "disallowed"
-            logger.info(
-                "payment status change refused",
-                extra={"payment_id": str(payment.pk), "from_status": previous, "to_status": to_status,
-                       "source": source, "outcome": outcome},
-            )
-            return TransitionResult(False, payment, outcome)
+            return _refused(payment, to_status, source)
 
         event_type = event_type_for(payment, to_status, failure)
         # updated_at is when we changed the row; ``at`` (possibly the processor's time) dates the change itself.
-        updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": timezone.now()}
-        if to_status == S.COMPLETED:
-            updates["completion_date"] = at
-        elif to_status == S.CLEARED:
-            updates["cleared_date"] = at
-        elif to_status == S.FAILED and failure == "returned":
-            updates["return_date"] = at
-        if return_code is not None:
-            return_code = return_code.strip()[:16]
-            updates["return_code"] = return_code
-        if return_info is not None:
-            updates["return_info"] = return_info[:255]
-        if confirmation_id and not payment.confirmation_id:
-            updates["confirmation_id"] = confirmation_id
-        if merchant_account and not payment.merchant_account:
-            updates["merchant_account"] = merchant_account
-        if event_type:
-            updates["event_type"] = event_type
+        values = _status_values(payment, to_status, failure, at, {
+            "return_code": return_code, "return_info": return_info, "confirmation_id": confirmation_id,
+            "merchant_account": merchant_account}, event_type)
+        updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": timezone.now(), **values}
         changed = Payment.objects.filter(pk=payment.pk, payment_status__in=sources).update(**updates)
         if changed != 1:  # cannot happen under the row lock; the condition is the backstop
             raise RuntimeError("conditional status update did not apply under lock")
-        payment.refresh_from_db()
+        # What refresh_from_db would read back (the row is locked): the values just written, one query fewer.
+        for name, value in updates.items():
+            if name != "version":
+                setattr(payment, name, value)
+        payment.version += 1
         PaymentStatusChange.objects.create(
             payment=payment, from_status=previous, to_status=to_status, source=source, actor=actor,
-            return_code=return_code, raw_payload_ref=raw_payload_ref[:255], event_type=event_type, at=at,
+            return_code=values.get("return_code"), raw_payload_ref=raw_payload_ref[:255], event_type=event_type, at=at,
         )
         if event_type:
             outbox_record(type=event_type, subject=payment.confirmation_id or str(payment.pk),
@@ -168,6 +152,115 @@ def payment_apply_status(
                "event_type": event_type},
     )
     return TransitionResult(True, payment, "applied", event_type)
+
+
+def payment_apply_status_many(
+    *,
+    payment_ids,
+    to_status: str,
+    source: str,
+    actor: str = "system",
+    raw_payload_refs: dict | None = None,
+    at: datetime | None = None,
+    details: dict | None = None,
+) -> dict:
+    """``payment_apply_status`` for many payments moving to ``to_status``, set-based, in ONE transaction: the rows
+    locked in one ``SELECT … FOR UPDATE`` (id order), the same SPEC §3 check per payment, one conditional update per
+    group of payments getting identical values, the ``PaymentStatusChange`` rows and the outbox events written in
+    bulk (``outbox_record_many``). Each payment gets exactly the values ``payment_apply_status`` gives it (status,
+    ``version`` + 1, dates, codes, ``event_type``, ``updated_at``, a first ``confirmation_id`` / ``merchant_account``).
+    ``raw_payload_refs``: payment id → reference for its history row; ``details``: payment id → the keyword
+    arguments of ``payment_apply_status`` that differ per payment (``failure``, ``return_code``, ``return_info``,
+    ``confirmation_id``, ``merchant_account``, ``at``). Query count: constant when the payments share their values
+    (a batch of completions), one update per distinct set of values otherwise — never a transaction per payment.
+
+    Returns ``{payment_id: TransitionResult}`` for every id found (a payment whose change is refused: not applied).
+    A payment id must appear once.
+    """
+    if to_status not in TRANSITIONS:
+        raise ValueError(f"unknown status {to_status!r}")
+    raw_payload_refs = raw_payload_refs or {}
+    details = details or {}
+    results: dict = {}
+    applied: list[tuple[Payment, str, str | None, dict, datetime]] = []
+    with transaction.atomic():
+        payments = list(Payment.objects.select_for_update().filter(pk__in=list(payment_ids)).order_by("pk"))
+        default_at = at or timezone.now()
+        now = timezone.now()
+        groups: dict[tuple, list] = {}
+        for payment in payments:
+            previous = payment.payment_status
+            sources = allowed_sources(to_status, payment.payment_method)
+            if previous not in sources:
+                results[payment.pk] = _refused(payment, to_status, source)
+                continue
+            extra = details.get(payment.pk) or {}
+            failure = extra.get("failure")
+            payment_at = extra.get("at") or default_at
+            event_type = event_type_for(payment, to_status, failure)
+            updates = _status_values(payment, to_status, failure, payment_at, extra, event_type)
+            groups.setdefault((tuple(sorted(updates.items())), sources), []).append(payment.pk)
+            applied.append((payment, previous, event_type, updates, payment_at))
+        for (values, sources), pks in groups.items():
+            changed = Payment.objects.filter(pk__in=pks, payment_status__in=sources).update(
+                **dict(values), payment_status=to_status, version=F("version") + 1, updated_at=now)
+            if changed != len(pks):  # cannot happen under the row locks; the condition is the backstop
+                raise RuntimeError("conditional status update did not apply under lock")
+        changes, events = [], []
+        for payment, previous, event_type, updates, payment_at in applied:
+            # what refresh_from_db would read back: the values the update above wrote
+            payment.payment_status, payment.version, payment.updated_at = to_status, payment.version + 1, now
+            for name, value in updates.items():
+                setattr(payment, name, value)
+            changes.append(PaymentStatusChange(
+                payment=payment, from_status=previous, to_status=to_status, source=source, actor=actor,
+                return_code=updates.get("return_code"), event_type=event_type, at=payment_at,
+                raw_payload_ref=str(raw_payload_refs.get(payment.pk, ""))[:255]))
+            if event_type:
+                events.append({"type": event_type, "subject": payment.confirmation_id or str(payment.pk),
+                               "aggregate_id": str(payment.pk), "data": payment_render(payment),
+                               "occurred_at": payment_at})
+            results[payment.pk] = TransitionResult(True, payment, "applied", event_type)
+        PaymentStatusChange.objects.bulk_create(changes, batch_size=500)
+        outbox_record_many(events=events, occurred_at=default_at)
+    if applied:
+        logger.info("payment statuses changed",
+                    extra={"to_status": to_status, "source": source, "count": len(applied),
+                           "payment_ids": [str(payment.pk) for payment, *_ in applied]})
+    return results
+
+
+def _refused(payment: Payment, to_status: str, source: str) -> TransitionResult:
+    """A change SPEC §3 does not allow from the payment's status: logged, nothing written."""
+    previous = payment.payment_status
+    outcome = "duplicate" if previous == to_status else "disallowed"
+    logger.info("payment status change refused",
+                extra={"payment_id": str(payment.pk), "from_status": previous, "to_status": to_status,
+                       "source": source, "outcome": outcome})
+    return TransitionResult(False, payment, outcome)
+
+
+def _status_values(payment: Payment, to_status: str, failure: Failure | None, at: datetime, extra: dict,
+                   event_type: str | None) -> dict:
+    """The columns besides status, version and ``updated_at`` that ``payment_apply_status`` writes for this change."""
+    values: dict = {}
+    if to_status == S.COMPLETED:
+        values["completion_date"] = at
+    elif to_status == S.CLEARED:
+        values["cleared_date"] = at
+    elif to_status == S.FAILED and failure == "returned":
+        values["return_date"] = at
+    if extra.get("return_code") is not None:
+        values["return_code"] = extra["return_code"].strip()[:16]
+    if extra.get("return_info") is not None:
+        values["return_info"] = extra["return_info"][:255]
+    if extra.get("confirmation_id") and not payment.confirmation_id:
+        values["confirmation_id"] = extra["confirmation_id"]
+    if extra.get("merchant_account") and not payment.merchant_account:
+        values["merchant_account"] = extra["merchant_account"]
+    if event_type:
+        values["event_type"] = event_type
+    return values
 
 
 def payment_emit_event(*, payment_id, event_type: str, source: str, raw_payload_ref: str = "") -> bool:

@@ -13,8 +13,10 @@
   ``rejected`` (code and ``"CODE: description"``), anything else → COMPLETED.
 - **run_job** (``check_ach_run``): the same selection, every batch processed inline.
 
-Every change goes through ``payments.status.payment_apply_status`` (source ``check_ach``, actor ``check_ach``):
-one transaction per payment (conditional update, history row, outbox event). The outbox consumer
+Every change goes through the status machine (source ``check_ach``, actor ``check_ach``): a batch's completions in
+ONE set-based transaction (``payments.status.payment_apply_status_many``: row locks, conditional updates, history
+rows, outbox events — a constant number of queries per job), a JPM return / rejection in its own
+``payment_apply_status`` transaction (it carries its codes). The outbox consumer
 ``payments.transaction_service_notifier`` notifies the Transaction Service of float payments leaving ACHSENT.
 Re-running changes nothing: a resolved payment is no longer ACHSENT / CLEARED, and a change that lost a race is
 refused by the status machine (counted ``unchanged``).
@@ -38,7 +40,7 @@ from core.jobs import job_clock
 from integrations.errors import ProcessorError, ProcessorProtocolError
 from payments.jpm_status import jpm_gate_verdict
 from payments.models import Payment, PaymentType, Provider, Purpose, Source, Status
-from payments.status import payment_apply_status
+from payments.status import payment_apply_status, payment_apply_status_many
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +183,9 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     Celery task passes its soft time limit) no JPM lookup is started that could still be waiting for JPM when the
     limit strikes (connect + read timeouts): those payments are ``skipped`` too, instead of the job being killed.
 
-    Side effects: per changed payment one ``payment_apply_status`` transaction (history row, outbox event,
-    ``completion_date`` / ``return_date``); JPM GETs (read-only). Idempotent: running it again changes nothing.
+    Side effects: the batch's completions in one ``payment_apply_status_many`` transaction, each failure in its
+    own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
+    JPM GETs (read-only). Idempotent: running it again changes nothing.
     ``now`` (aware) is the gate's clock (default: now). A malformed id raises (the job is dead-lettered whole).
     """
     now = job_clock(as_of=None, now=now)
@@ -194,6 +197,7 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     payments = list(check_ach_candidates().filter(pk__in=ids).only(*WORKER_FIELDS).order_by("id"))
     stats.unchanged += len(ids) - len(payments)
     jpm_errors = 0
+    to_complete: dict = {}  # payment id -> raw payload reference
     for payment in payments:
         extra = {"payment_id": str(payment.pk), "provider": payment.payment_provider}
         if time.monotonic() >= deadline:
@@ -231,10 +235,13 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
                 continue
             to_status, failure, code, info = (verdict.to_status, verdict.failure, verdict.return_code,
                                               verdict.return_info)
+        raw_payload_ref = f"jpm:payment_status:{payment.reference}" if is_jpm else "check_ach:usio_auto_complete"
+        if to_status == Status.COMPLETED and failure is None and code is None and info is None:
+            to_complete[payment.pk] = raw_payload_ref  # applied together after the loop
+            continue
         result = payment_apply_status(
             payment_id=payment.pk, to_status=to_status, source=Source.CHECK_ACH, actor=ACTOR, failure=failure,
-            return_code=code, return_info=info,
-            raw_payload_ref=f"jpm:payment_status:{payment.reference}" if is_jpm else "check_ach:usio_auto_complete",
+            return_code=code, return_info=info, raw_payload_ref=raw_payload_ref,
         )
         if not result.applied:
             stats.unchanged += 1
@@ -242,6 +249,13 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
             stats.completed += 1
         else:
             stats.failed += 1
+    if to_complete:
+        # One set-based transaction for the batch's completions (the same rows as one payment_apply_status each).
+        results = payment_apply_status_many(payment_ids=list(to_complete), to_status=Status.COMPLETED,
+                                            source=Source.CHECK_ACH, actor=ACTOR, raw_payload_refs=to_complete)
+        completed = sum(1 for result in results.values() if result.applied)
+        stats.completed += completed
+        stats.unchanged += len(to_complete) - completed
     if stats.skipped:
         logger.warning("check-ach job stopped early; the rest waits for the next run",
                        extra={"stats": stats.as_dict(), "breaker_open": jpm_errors >= MAX_CONSECUTIVE_ERRORS})

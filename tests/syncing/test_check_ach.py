@@ -155,8 +155,8 @@ def test_the_worker_adds_only_the_status_changes_per_due_payment(make_payment):
         return len(captured)
 
     one, three = queries_for(1), queries_for(3)
-    # one batch read, then only each payment's own status change (the same number of queries per payment)
-    assert three == 1 + 3 * (one - 1)
+    # one batch read, then the batch's completions in one set-based transaction: no query per payment
+    assert three == one
 
 
 # --- the worker: Usio ---------------------------------------------------------------------------------------------

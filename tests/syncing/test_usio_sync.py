@@ -398,3 +398,31 @@ def test_a_malformed_report_fails_the_sync_and_changes_nothing(sandbox, service,
     assert payment.payment_status == "ACHSENT"
     # The next run (the retry) reads a good answer and applies the return.
     assert sync("ach_returns", next_chicago_day_window()).applied == 1
+
+
+# --- set-based application (issue 10: no query per payment) ---------------------------------------------------------
+
+
+def test_returns_are_applied_set_based_each_payment_with_its_own_rows(sandbox, service, bank_account):
+    def returns_sync(n: int) -> tuple[int, list[Payment]]:
+        sandbox.reset()  # a fresh ledger and clock: only this round's payments are in the report
+        payments = [float_ach(service, bank_account, RETURNED + "02") for _ in range(n)]
+        sandbox.advance(days=2)
+        with CaptureQueriesContext(connection) as captured:
+            stats = sync("ach_returns", next_chicago_day_window())
+        assert counts(stats) == expect(fetched=n, created=n, matched=n, applied=n)
+        return len(captured), payments
+
+    few, first = returns_sync(2)
+    many, second = returns_sync(7)
+    assert few == many  # one status transaction for the window's returns, whatever their number
+
+    for payment in [*first, *second]:
+        payment.refresh_from_db()
+        assert (payment.payment_status, payment.return_code, payment.return_info) == ("FAILED", "R02", "RETURNED")
+        assert payment.return_date is not None and payment.version == 2  # PROCESSING→ACHSENT, ACHSENT→FAILED
+        assert changes(payment)[-1] == ("ACHSENT", "FAILED", "usio_sync")
+        assert PaymentStatusChange.objects.filter(payment=payment, source="usio_sync").get().return_code == "R02"
+        assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
+        assert UsioTransaction.objects.get(payment=payment).status == "returned"
+    assert PaymentStatusChange.objects.filter(source="usio_sync").count() == 9

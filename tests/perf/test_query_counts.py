@@ -1,0 +1,186 @@
+"""Query counts that must not grow with the number of rows (issue 10: no N+1 in list endpoints and jobs).
+
+Each test measures the same operation over few and over many rows and asserts the same number of queries (and the
+exact rows written, for the writers). Timing lives in ``bench/``, never here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from blocklist.models import BlocklistRecord
+from cards.models import DebitCardChange
+from core.models import OutboxEvent, OutboxFeedEntry
+from core.outbox_relay import outbox_relay_run
+from payments.models import Payment, PaymentStatusChange
+from payments.status import payment_apply_status, payment_apply_status_many
+from refunds.models import Refund
+
+pytestmark = pytest.mark.django_db
+
+USER = "perf-user-1"
+
+
+def _queries(call) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    return len(captured)
+
+
+def _list_queries(client, url: str, rows: int) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    assert len(response.json()["results"]) == rows
+    return len(captured)
+
+
+@pytest.fixture
+def service(client_as):
+    client = client_as("service")
+    client.get("/api/v1/auth/whoami")  # first use of a fresh key: not part of what is measured
+    return client
+
+
+def _payments(count: int, *, status: str = "ACHSENT", purpose: str = "float") -> list[Payment]:
+    at = timezone.now() - timedelta(days=10)
+    return Payment.objects.bulk_create([
+        Payment(user_id=USER, purpose=purpose, payment_method="ach", payment_type="debit", payment_provider="usio",
+                merchant_account="29063402", amount=Decimal("10.00"), payment_status=status, submit_date=at,
+                confirmation_id=f"UPERF{uuid.uuid4().hex[:12]}", account_id="acc-1", masked_account_number="1234")
+        for _ in range(count)])
+
+
+# --- list endpoints ---------------------------------------------------------------------------------------------
+
+
+def test_refund_list_queries_do_not_grow_with_rows(service):
+    def make(n: int) -> None:
+        Refund.objects.all().delete()
+        Refund.objects.bulk_create([
+            Refund(user_id=USER, amount=Decimal("5.00"), description="perf", account_type="debit",
+                   target="arbitrary", method="card_credit", usio_account="float_credit",
+                   merchant_account="29063410", support_name="perf") for _ in range(n)])
+
+    make(2)
+    few = _list_queries(service, f"/api/v1/users/{USER}/refunds", 2)
+    make(40)
+    many = _list_queries(service, f"/api/v1/users/{USER}/refunds?page_size=40", 40)
+    assert few == many == 2  # the API key, the page
+
+
+def test_debit_card_changes_list_queries_do_not_grow_with_rows(service):
+    def make(n: int) -> None:
+        DebitCardChange.objects.all().delete()
+        DebitCardChange.objects.bulk_create([
+            DebitCardChange(user_id=USER, change_type="created", new_masked_card_number="4242", actor="perf")
+            for _ in range(n)])
+
+    make(2)
+    few = _list_queries(service, f"/api/v1/users/{USER}/debit-card/changes", 2)
+    make(40)
+    many = _list_queries(service, f"/api/v1/users/{USER}/debit-card/changes?page_size=40", 40)
+    assert few == many == 2
+
+
+def test_blocklist_history_queries_do_not_grow_with_rows(service):
+    def make(n: int) -> None:
+        BlocklistRecord.objects.all().delete()
+        BlocklistRecord.objects.bulk_create([
+            BlocklistRecord(user_id=USER, status="BLOCKED" if i % 2 else "NOTBLOCKED", reason="perf",
+                            source="manual", actor="perf", created_at=timezone.now()) for i in range(n)])
+
+    make(2)
+    few = _list_queries(service, f"/api/v1/users/{USER}/blocklist/history", 2)
+    make(40)
+    many = _list_queries(service, f"/api/v1/users/{USER}/blocklist/history?page_size=40", 40)
+    assert few == many == 2
+
+
+def _feed_queries(client, n: int) -> int:
+    OutboxFeedEntry.objects.all().delete()
+    OutboxEvent.objects.all().delete()
+    now = timezone.now()
+    events = OutboxEvent.objects.bulk_create([
+        OutboxEvent(event_id=uuid.uuid4(), type="SUBSCRIPTION_COMPLETED", subject=f"s{i}", aggregate_id=f"a{i}",
+                    sequence=1, data={"i": i}, occurred_at=now, published_at=now) for i in range(n)])
+    OutboxFeedEntry.objects.bulk_create([OutboxFeedEntry(event=e, published_at=now) for e in events])
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/api/v1/events?limit=500")
+    assert response.status_code == 200, response.content
+    assert [e["subject"] for e in response.json()["events"]] == [f"s{i}" for i in range(n)]
+    return len(captured)
+
+
+def test_event_feed_queries_do_not_grow_with_events(service):
+    assert _feed_queries(service, 2) == _feed_queries(service, 60) == 2  # the API key, the page (with its events)
+
+
+# --- jobs -------------------------------------------------------------------------------------------------------
+
+
+def test_bulk_status_change_queries_do_not_grow_and_write_what_one_by_one_writes():
+    def run(n: int) -> tuple[int, list[Payment]]:
+        payments = _payments(n)
+        ids = [p.pk for p in payments]
+        refs = {pk: f"perf:{pk}" for pk in ids}
+        count = _queries(lambda: payment_apply_status_many(payment_ids=ids, to_status="COMPLETED",
+                                                           source="check_ach", actor="check_ach",
+                                                           raw_payload_refs=refs))
+        return count, list(Payment.objects.filter(pk__in=ids))
+
+    few, _ = run(2)
+    many, done = run(30)
+    assert few == many
+
+    # The same rows as payment_apply_status writes one by one, for every payment of the batch.
+    single = _payments(1)[0]
+    payment_apply_status(payment_id=single.pk, to_status="COMPLETED", source="check_ach", actor="check_ach")
+    single.refresh_from_db()
+    for payment in [*done, single]:
+        assert (payment.payment_status, payment.version, payment.event_type) == ("COMPLETED", 1,
+                                                                                  "FLOAT_DEBIT_COMPLETED")
+        assert payment.completion_date is not None
+        changes = list(PaymentStatusChange.objects.filter(payment=payment))
+        assert [(c.from_status, c.to_status, c.source, c.event_type) for c in changes] == [
+            ("ACHSENT", "COMPLETED", "check_ach", "FLOAT_DEBIT_COMPLETED")]
+        events = list(OutboxEvent.objects.filter(aggregate_id=str(payment.pk)))
+        assert [(e.type, e.sequence, e.subject) for e in events] == [
+            ("FLOAT_DEBIT_COMPLETED", 1, payment.confirmation_id)]
+        assert events[0].data["payment_status"] == "COMPLETED" and events[0].data["version"] == 1
+    assert OutboxEvent.objects.count() == PaymentStatusChange.objects.count() == 33
+
+
+def test_bulk_status_change_refuses_what_the_status_machine_refuses():
+    completed = _payments(2, status="COMPLETED")
+    in_flight = _payments(2)
+    results = payment_apply_status_many(payment_ids=[p.pk for p in completed + in_flight], to_status="COMPLETED",
+                                        source="check_ach")
+    assert sorted((r.applied, r.outcome) for r in results.values()) == [
+        (False, "duplicate"), (False, "duplicate"), (True, "applied"), (True, "applied")]
+    assert PaymentStatusChange.objects.count() == OutboxEvent.objects.count() == 2
+    assert set(Payment.objects.filter(pk__in=[p.pk for p in completed]).values_list("version", flat=True)) == {0}
+
+
+def _relay_queries(n: int) -> int:
+    """Publish n events that no in-process consumer wants (SUBSCRIPTION_COMPLETED) in one relay batch."""
+    OutboxFeedEntry.objects.all().delete()
+    OutboxEvent.objects.all().delete()
+    now = timezone.now()
+    OutboxEvent.objects.bulk_create([
+        OutboxEvent(event_id=uuid.uuid4(), type="SUBSCRIPTION_COMPLETED", subject=f"s{i}", aggregate_id=f"a{i}",
+                    sequence=1, data={"i": i}, occurred_at=now) for i in range(n)])
+    count = _queries(lambda: outbox_relay_run(batch_size=100, max_batches=1))
+    assert OutboxFeedEntry.objects.count() == OutboxEvent.objects.filter(published_at__isnull=False).count() == n
+    return count
+
+
+def test_a_relay_batch_without_consumers_takes_the_same_queries_for_few_and_many_events():
+    assert _relay_queries(3) == _relay_queries(80)
