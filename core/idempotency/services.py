@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
@@ -117,10 +117,10 @@ def idempotency_begin(
       ``lease_seconds`` (so a concurrent retry now gets 409).
     No record → a new one, in progress, leased for ``lease_seconds`` → ``Claimed``.
 
-    Race safety: the claim is an INSERT under the (client_id, key) unique constraint inside a savepoint. A
-    concurrent second INSERT blocks until the first transaction ends (PostgreSQL; SQLite serialises writers),
-    then fails and reads the committed record under ``select_for_update`` — exactly one caller gets ``Claimed``.
-    If the first transaction rolled back, the second INSERT succeeds and that caller claims.
+    Race safety: the claim is an ``INSERT … ON CONFLICT DO NOTHING`` under the (client_id, key) unique constraint.
+    A concurrent second INSERT blocks until the first transaction ends (PostgreSQL; SQLite serialises writers),
+    then inserts nothing and reads the committed record under ``select_for_update`` — exactly one caller gets
+    ``Claimed``. If the first transaction rolled back, the second INSERT succeeds and that caller claims.
     Side effects: inserts or locks-and-updates one ``IdempotencyKey`` row in the caller's transaction; errors
     change nothing.
     """
@@ -136,19 +136,10 @@ def idempotency_begin(
     lease = timedelta(seconds=lease_seconds)
 
     for _ in range(_CLAIM_ATTEMPTS):
-        try:
-            # The savepoint keeps a duplicate-key failure from breaking the caller's transaction.
-            with transaction.atomic():
-                record = IdempotencyKey.objects.create(
-                    client_id=client_id,
-                    key=key,
-                    fingerprint=fingerprint,
-                    status=IdempotencyKeyStatus.IN_PROGRESS,
-                    lease_expires_at=timezone.now() + lease,
-                )
+        record = IdempotencyKey(client_id=client_id, key=key, fingerprint=fingerprint,
+                                status=IdempotencyKeyStatus.IN_PROGRESS, lease_expires_at=timezone.now() + lease)
+        if _insert_unless_taken(record):
             return Claimed(record)
-        except IntegrityError:
-            pass
         record = IdempotencyKey.objects.select_for_update().filter(client_id=client_id, key=key).first()
         if record is not None:
             return _existing_outcome(record, fingerprint=fingerprint, lease=lease)
@@ -158,6 +149,35 @@ def idempotency_begin(
         code="idempotency_in_progress",
         details={"retry_after_seconds": 1},
     )
+
+
+def _insert_unless_taken(record: IdempotencyKey) -> bool:
+    """INSERT ``record`` unless its (client_id, key) exists: True (``record.pk`` set) when inserted.
+
+    One round trip, ``INSERT … ON CONFLICT (client_id, key) DO NOTHING RETURNING id`` (PostgreSQL and SQLite
+    ≥ 3.35), instead of an INSERT in a savepoint that catches the duplicate (three). The conflict is handled like
+    the unique violation was: on PostgreSQL the INSERT waits for a concurrent uncommitted claim of the same key,
+    then inserts (it rolled back) or does nothing (it committed).
+    """
+    meta = IdempotencyKey._meta
+    connection = transaction.get_connection()
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    values = [f.get_db_prep_save(f.pre_save(record, add=True), connection) for f in fields]
+    # Identifiers from the model's own metadata, quoted; every value is a parameter.
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+           f"ON CONFLICT ({quote('client_id')}, {quote('key')}) DO NOTHING RETURNING {quote(meta.pk.column)}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    record.pk = row[0]
+    record._state.adding = False
+    record._state.db = connection.alias
+    return True
 
 
 def _existing_outcome(record: IdempotencyKey, *, fingerprint: str, lease: timedelta) -> IdempotencyOutcome:
