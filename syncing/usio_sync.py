@@ -8,10 +8,12 @@ Three reports, each read per merchant account (``USIO_SYNC_ACCOUNTS``) for a win
 | ``ach_returns`` | ACH returns by return time | the America/Chicago day of the run | ``return`` |
 | ``chargebacks`` | chargebacks by chargeback time | the America/Chicago day of the run | ``chargeback`` |
 
-``usio_sync_window`` reads one report, then (only once the whole report was read and parsed: a broken answer
-raises before anything is written) upserts every record into ``UsioTransaction`` (set-based: one SELECT of the
-window's keys, ``bulk_create`` the new rows, ``bulk_update`` the changed ones, identical rows untouched), matches
-the records to payments in one query (Usio ``Confirmation`` = ``payment.confirmation_id``, else our reference
+``usio_sync_window`` reads one report (the client checks the whole answer first: a broken answer raises before
+anything is written), then, page by page (``PAGE_SIZE`` records, ``USIO_SYNC_PAGE_SIZE``; a confirmation listed twice:
+the last listing wins), upserts the page's records into ``UsioTransaction`` (set-based, one transaction per page: on
+PostgreSQL ``COPY`` into a temporary table, matched and diffed there, new rows inserted and changed ones updated
+in one statement each; elsewhere one SELECT of the keys, ``bulk_create``/``bulk_update``; identical rows untouched),
+matches the records to payments (Usio ``Confirmation`` = ``payment.confirmation_id``, else our reference
 ``AdditionalSearch`` = ``payment.reference``), and applies what each record says through the status machine:
 
 - **returned** (the returns report, or a transactions record with status ``returned``), ACH only → FAILED
@@ -44,6 +46,7 @@ transaction (``payment_apply_status`` each step). No transaction is open during 
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import Counter
@@ -52,6 +55,7 @@ from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -77,6 +81,9 @@ RECORD_TYPES = {
 }
 #: Keys per ``IN (...)`` query: one query for any ordinary window, well under every database's parameter limit.
 KEY_CHUNK = 900
+#: Records read, staged and applied at a time (``USIO_SYNC_PAGE_SIZE`` overrides it): the worker's memory grows
+#: with the page, not with the window, and every page costs the same few queries.
+PAGE_SIZE = 5000
 #: Payments per set-based status transaction (``_apply_many``).
 APPLY_CHUNK = 500
 #: The staging fields compared (and rewritten) when a record is seen again.
@@ -179,13 +186,43 @@ def usio_sync_window(*, account: str, job_type: str, start: datetime, end: datet
     record_type = RECORD_TYPES[job_type]
     stats = UsioSyncStats(account=account, job_type=job_type, start=start.isoformat(), end=end.isoformat())
 
-    # The HTTP call, outside any transaction; the client parses the whole report before returning.
-    report = usio_client(account).get_transaction_list(start=start, end=end, report_type=job_type)
-    records = _unique(report.transactions)
-    stats.fetched = len(records)
+    # The HTTP call, outside any transaction. The client has checked the whole answer before returning (a broken
+    # answer raises here, before anything is written); its records are then read, staged and applied page by page.
+    report = usio_client(account).get_transaction_report(start=start, end=end, report_type=job_type)
+    stats.fetched = report.count
+    context = _Window(account=account, job_type=job_type, record_type=record_type, merchant_id=merchant_id,
+                      now=now, stats=stats)
+    for page in report.pages(_page_size()):
+        _sync_page(list(page), context)
 
-    payments = _match(records)
-    _stage(records, payments=payments, record_type=record_type, merchant_id=merchant_id, stats=stats)
+    logger.info("usio sync window done", extra={"stats": stats.as_dict()})
+    return stats
+
+
+@dataclass
+class _Window:
+    account: str
+    job_type: str
+    record_type: str
+    merchant_id: str
+    now: datetime
+    stats: UsioSyncStats
+
+
+def _page_size() -> int:
+    return max(1, int(getattr(settings, "USIO_SYNC_PAGE_SIZE", PAGE_SIZE)))
+
+
+def _sync_page(records: list[UsioRecord], window: _Window) -> None:
+    """Stage one page of the report (one transaction) and apply what its records say (see the module docstring).
+    Reports list a confirmation once (the client keeps the last listing of a repeated one)."""
+    account, job_type, record_type, merchant_id, stats = (window.account, window.job_type, window.record_type,
+                                                          window.merchant_id, window.stats)
+    if connection.vendor == "postgresql":
+        payments = _stage_and_match_pg(records, record_type=record_type, merchant_id=merchant_id, stats=stats)
+    else:
+        payments = _match(records)
+        _stage(records, payments=payments, record_type=record_type, merchant_id=merchant_id, stats=stats)
 
     records_per_payment = Counter(payment.pk for payment in payments.values())
     bulk: dict[str, dict] = {}  # to_status -> payment id -> (record, step): one-step changes, applied set-based
@@ -202,7 +239,7 @@ def usio_sync_window(*, account: str, job_type: str, start: datetime, end: datet
                            extra={"payment_id": str(payment.pk), "confirmation": record.confirmation,
                                   "account": account, "job_type": job_type, "reason": problem})
             continue
-        steps = _steps(payment, record, job_type=job_type, now=now)
+        steps = _steps(payment, record, job_type=job_type, now=window.now)
         if steps is None:
             stats.not_applicable += 1
             logger.warning("usio sync record not applicable to its payment",
@@ -222,9 +259,6 @@ def usio_sync_window(*, account: str, job_type: str, start: datetime, end: datet
             stats.applied += _apply_many(to_status, chunk, account=account, record_type=record_type,
                                          merchant_id=merchant_id)
 
-    logger.info("usio sync window done", extra={"stats": stats.as_dict()})
-    return stats
-
 
 # --- helpers -----------------------------------------------------------------------------------------------------
 
@@ -240,15 +274,6 @@ def _merchant_id(account: str) -> str:
     if not isinstance(entry, dict) or not entry.get("merchant_id"):
         raise ValueError(f"unknown Usio account {account!r}")
     return str(entry["merchant_id"])
-
-
-def _unique(records: Iterable[UsioRecord]) -> list[UsioRecord]:
-    """One record per confirmation (a report listing one twice: the last wins), in report order."""
-    by_confirmation: dict[str, UsioRecord] = {}
-    for record in records:
-        by_confirmation.pop(record.confirmation, None)
-        by_confirmation[record.confirmation] = record
-    return list(by_confirmation.values())
 
 
 def _chunks(items: list, size: int = KEY_CHUNK) -> Iterable[list]:
@@ -361,33 +386,108 @@ def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_ty
             _insert_new(new_rows)
         if changed_rows:
             UsioTransaction.objects.bulk_update(changed_rows, [*_STAGED_FIELDS, "updated_at"], batch_size=500)
-    stats.created = len(new_rows)
-    stats.updated = len(changed_rows)
+    stats.created += len(new_rows)
+    stats.updated += len(changed_rows)
 
 
 def _insert_new(rows: list[UsioTransaction]) -> None:
     """Insert new staging rows, skipping keys a parallel run inserted meanwhile (``ON CONFLICT DO NOTHING``).
+    (PostgreSQL stages through ``_stage_and_match_pg``.)"""
+    UsioTransaction.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
 
-    On PostgreSQL through ``COPY`` into a temporary table, then one ``INSERT … SELECT``: ``bulk_create`` quotes
-    every value of a 200,000-row window client-side (its ``UNNEST`` arrays; the ``raw`` JSON above all), which cost
-    more than the rest of the sync put together. Elsewhere ``bulk_create(ignore_conflicts=True)``.
+
+@dataclass(slots=True)
+class _PaymentRow:
+    """The columns of a matched payment the rules read (``_misfit``, ``_steps``): no model instance per record."""
+
+    pk: uuid.UUID
+    confirmation_id: str | None
+    purpose: str
+    payment_method: str
+    payment_type: str
+    payment_provider: str
+    merchant_account: str | None
+    amount: Decimal
+    payment_status: str
+    submit_date: datetime | None
+
+
+#: The staging columns a record sets, in the order of the page table (``payment_id`` filled by the match).
+_PAGE_COLUMNS = ("confirmation", "kind", "amount", "status", "return_code", "reference", "account_mask",
+                 "transaction_date", "event_date", "raw", "ref_pk")
+#: Compared to decide "changed" (``_STAGED_FIELDS``); ``merchant_account`` is the window's.
+_COMPARED = ("kind", "amount", "status", "return_code", "reference", "account_mask", "transaction_date",
+             "event_date", "payment_id", "raw")
+
+
+def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant_id: str,
+                        stats: UsioSyncStats) -> dict[str, _PaymentRow]:
+    """PostgreSQL: one page staged and matched in SQL, in one transaction and a constant number of queries.
+
+    The page is ``COPY``'d into a temporary table; its payments are matched there (``confirmation_id``, else our
+    reference: ``_match``'s rule), new staging rows inserted (``ON CONFLICT DO NOTHING``: a parallel run's stand),
+    changed ones updated (``IS DISTINCT FROM`` over ``_STAGED_FIELDS``: identical rows are not written — not even
+    an ``UPDATE`` is sent when none changed). Returns confirmation → the matched payment's columns.
     """
-    if connection.vendor != "postgresql":
-        UsioTransaction.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
-        return
-    table = UsioTransaction._meta.db_table
-    fields = [f for f in UsioTransaction._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    with connection.cursor() as cursor:
-        # identifiers from the model's metadata, values only through COPY
-        cursor.execute(f"CREATE TEMPORARY TABLE usio_staging_new ON COMMIT DROP AS SELECT {columns} "  # noqa: S608
-                       f"FROM {table} WITH NO DATA")
-        with cursor.cursor.copy(f"COPY usio_staging_new ({columns}) FROM STDIN") as copy:
+    staging, payments = UsioTransaction._meta.db_table, Payment._meta.db_table
+    rows = []
+    for record in records:
+        reference_pk = _reference_pk(record.reference)
+        rows.append((record.confirmation, record.transaction_type, record.amount, record.status,
+                     record.return_code or "", (record.reference or "")[:64], (record.account_mask or "")[:32],
+                     record.transaction_date, _event_date(record, record_type), json.dumps(_raw(record)),
+                     reference_pk))
+    compared_old = ", ".join(f"s.{name}" for name in _COMPARED)
+    compared_new = ", ".join(f"t.{name}" for name in _COMPARED)
+    differs = f"(s.merchant_account, {compared_old}) IS DISTINCT FROM (%(merchant)s, {compared_new})"
+    params = {"record_type": record_type, "merchant": merchant_id, "moment": timezone.now()}
+    matched: dict[str, _PaymentRow] = {}
+    # identifiers below come from the models' metadata and constants; values only as parameters or through COPY
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE usio_sync_copy (confirmation varchar(64), kind varchar(8), "
+            "amount numeric(12, 2), status varchar(16), return_code varchar(16), reference varchar(64), "
+            "account_mask varchar(32), transaction_date timestamptz, event_date timestamptz, raw jsonb, "
+            "ref_pk uuid) ON COMMIT DROP")
+        with cursor.cursor.copy(f"COPY usio_sync_copy ({', '.join(_PAGE_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields])
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM usio_staging_new "  # noqa: S608
-                       "ON CONFLICT (confirmation, record_type) DO NOTHING")
-        cursor.execute("DROP TABLE usio_staging_new")
+                copy.write_row(row)
+        del rows
+        # matched as ``_match`` does: by confirmation, else by our reference (no write: a table made by a SELECT)
+        cursor.execute(
+            "CREATE TEMPORARY TABLE usio_sync_page ON COMMIT DROP AS SELECT t.*, coalesce("  # noqa: S608
+            f"(SELECT c.id FROM {payments} c WHERE c.confirmation_id = t.confirmation), "
+            f"(SELECT r.id FROM {payments} r WHERE r.id = t.ref_pk)) AS payment_id FROM usio_sync_copy t")
+        cursor.execute(
+            "SELECT t.confirmation, p.id, p.confirmation_id, p.purpose, p.payment_method, p.payment_type, "  # noqa: S608
+            "p.payment_provider, p.merchant_account, p.amount, p.payment_status, p.submit_date "
+            f"FROM usio_sync_page t JOIN {payments} p ON p.id = t.payment_id")
+        for confirmation, *columns in cursor.fetchall():
+            matched[confirmation] = _PaymentRow(*columns)
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE s.id IS NULL), "  # noqa: S608
+            f"count(*) FILTER (WHERE s.id IS NOT NULL AND {differs}) "
+            f"FROM usio_sync_page t LEFT JOIN {staging} s "
+            "ON s.confirmation = t.confirmation AND s.record_type = %(record_type)s", params)
+        new, changed = cursor.fetchone()
+        if new:
+            cursor.execute(
+                f"INSERT INTO {staging} (confirmation, record_type, merchant_account, {', '.join(_COMPARED)}, "  # noqa: S608
+                f"first_seen_at, updated_at) SELECT t.confirmation, %(record_type)s, %(merchant)s, {compared_new}, "
+                "%(moment)s, %(moment)s FROM usio_sync_page t WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {staging} s WHERE s.confirmation = t.confirmation "
+                "AND s.record_type = %(record_type)s) ON CONFLICT (confirmation, record_type) DO NOTHING", params)
+        if changed:
+            assignments = ", ".join(f"{name} = t.{name}" for name in _COMPARED)
+            cursor.execute(
+                f"UPDATE {staging} s SET merchant_account = %(merchant)s, {assignments}, "  # noqa: S608
+                "updated_at = %(moment)s FROM usio_sync_page t WHERE s.confirmation = t.confirmation "
+                f"AND s.record_type = %(record_type)s AND {differs}", params)
+        cursor.execute("DROP TABLE usio_sync_page, usio_sync_copy")
+    stats.created += new
+    stats.updated += changed
+    stats.unchanged += len(records) - new - changed
+    return matched
 
 
 def _same(current, wanted) -> bool:
@@ -439,7 +539,7 @@ def _steps(payment: Payment, record: UsioRecord, *, job_type: str, now: datetime
             return (_Step(Status.ACHSENT), _Step(Status.COMPLETED, at=now)) if credit else (_Step(Status.ACHSENT),)
         if payment.payment_status not in (Status.ACHSENT, Status.CLEARED) or payment.purpose == Purpose.PRENOTE:
             return ()  # already past this point; prenotes are the prenote verifier's
-        if credit or (payment.submit_date is not None and third_business_day_reached(payment.submit_date, now)):
+        if credit or (payment.submit_date is not None and _gate_reached(payment.submit_date, now)):
             return (_Step(Status.COMPLETED, at=now),)
         return ()  # a debit before the gate: check-ach completes it
     if status == "failed":
@@ -449,6 +549,12 @@ def _steps(payment: Payment, record: UsioRecord, *, job_type: str, now: datetime
         return (_Step(Status.FAILED, failure=failure, return_code=record.return_code,
                       return_info=record.return_code or failure),)
     return ()  # pending: nothing known yet
+
+
+@lru_cache(maxsize=4096)
+def _gate_reached(submitted: datetime, now: datetime) -> bool:
+    """``third_business_day_reached``, once per (submission time, clock): a window's payments share few."""
+    return third_business_day_reached(submitted, now)
 
 
 def _apply_many(to_status: str, chunk: list, *, account: str, record_type: str, merchant_id: str) -> int:

@@ -10,6 +10,7 @@ from integrations.usio.adapter import (
     UsioTokenRefresh,
     UsioTransaction,
     UsioTransactionList,
+    UsioTransactionReport,
 )
 from integrations.usio.client import ACH_TRANS_CODES, PRENOTE_TRANS_CODES, UsioClient, usio_client
 
@@ -23,5 +24,6 @@ __all__ = [
     "UsioTokenRefresh",
     "UsioTransaction",
     "UsioTransactionList",
+    "UsioTransactionReport",
     "usio_client",
 ]

@@ -13,7 +13,9 @@ closed"`` (NACHA). Credential failures (``1001``, assumed) are ``ProcessorAuthEr
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -252,3 +254,166 @@ def transaction_list(data: Any, *, operation: str, exchange: Exchange) -> UsioTr
         transactions=tuple(transaction(item, operation=operation, exchange=exchange) for item in items),
         exchange=exchange,
     )
+
+
+# --- a large report, read page by page ------------------------------------------------------------------------
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+class UsioTransactionReport:
+    """A ``GetTransactionList`` answer read one page of records at a time (issue 10: a 200,000-record window
+    parsed at once held ~850 MB; here memory grows with the page, not with the window).
+
+    Built by ``transaction_report``, which has already read the whole answer once: it is valid JSON, the envelope
+    is a ``success``, ``Transactions`` is a list and every record is valid (the same errors, raised in the same
+    order, as ``transaction_list``), so nothing raises once the caller starts writing. ``pages()`` parses the
+    records again, page by page: one record per ``Confirmation`` (a report listing one twice: the last wins), in
+    report order — as the syncer always had it. Only the answer's text is kept, not its records.
+    """
+
+    def __init__(self, *, text: str, items_at: int, count: int, duplicates: dict[str, int], operation: str,
+                 exchange: Exchange):
+        self._text = text
+        self._items_at = items_at
+        self._duplicates = duplicates  # confirmation listed more than once → index of its last listing
+        self.count = count  # records after removing duplicates
+        self.operation = operation
+        self.exchange = exchange
+
+    def pages(self, page_size: int) -> Iterator[tuple[UsioTransaction, ...]]:
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        page: list[UsioTransaction] = []
+        for index, item in enumerate(_array_items(self._text, self._items_at)):
+            record = transaction(item, operation=self.operation, exchange=self.exchange)
+            last = self._duplicates.get(record.confirmation)
+            if last is not None and last != index:
+                continue
+            page.append(record)
+            if len(page) >= page_size:
+                yield tuple(page)
+                page = []
+        if page:
+            yield tuple(page)
+
+
+def _skip_ws(text: str, index: int) -> int:
+    return _JSON_WS.match(text, index).end()
+
+
+def _array_items(text: str, index: int) -> Iterator[Any]:
+    """The values of the JSON array whose ``[`` is at ``text[index]``, decoded one at a time."""
+    yield from _walk_array(text, index, None)
+
+
+def _walk_array(text: str, index: int, end: list[int] | None) -> Iterator[Any]:
+    """Decode the JSON array whose ``[`` is at ``text[index]`` value by value; ``end`` (when given) receives the
+    index after its ``]``."""
+    index = _skip_ws(text, index + 1)
+    if not text.startswith("]", index):
+        while True:
+            value, index = _DECODER.raw_decode(text, index)
+            yield value
+            index = _skip_ws(text, index)
+            if text.startswith("]", index):
+                break
+            if not text.startswith(",", index):
+                raise json.JSONDecodeError("expected ',' or ']'", text, index)
+            index = _skip_ws(text, index + 1)
+    if end is not None:
+        end.append(index + 1)
+
+
+def _scan_object(text: str, on_item: Callable[[Any], None],
+                 on_array: Callable[[], None]) -> tuple[dict, int | None]:
+    """The top-level JSON object of ``text`` without keeping its ``Transactions`` array: its other members, and
+    where that array starts (None when ``Transactions`` is absent or not an array: then it is among the members);
+    each value of the array is decoded and handed to ``on_item``, then dropped (``on_array`` is called first: a
+    repeated member restarts). ``json.JSONDecodeError`` for
+    anything ``json.loads`` would refuse (trailing data included)."""
+    index = _skip_ws(text, 0)
+    if not text.startswith("{", index):
+        raise json.JSONDecodeError("expected an object", text, index)
+    members: dict = {}
+    items_at = None
+    index = _skip_ws(text, index + 1)
+    if text.startswith("}", index):
+        index += 1
+    else:
+        while True:
+            if not text.startswith('"', index):
+                raise json.JSONDecodeError("expected a member name", text, index)
+            key, index = _DECODER.raw_decode(text, index)
+            index = _skip_ws(text, index)
+            if not text.startswith(":", index):
+                raise json.JSONDecodeError("expected ':'", text, index)
+            index = _skip_ws(text, index + 1)
+            if key == "Transactions" and text.startswith("[", index):
+                members.pop(key, None)  # a repeated member: the last wins, as in json.loads
+                items_at, end = index, []
+                on_array()
+                for item in _walk_array(text, index, end):
+                    on_item(item)
+                index = end[0]
+            else:
+                value, index = _DECODER.raw_decode(text, index)
+                members[key] = value
+                if key == "Transactions":
+                    items_at = None
+            index = _skip_ws(text, index)
+            if text.startswith("}", index):
+                index += 1
+                break
+            if not text.startswith(",", index):
+                raise json.JSONDecodeError("expected ',' or '}'", text, index)
+            index = _skip_ws(text, index + 1)
+    if _skip_ws(text, index) != len(text):
+        raise json.JSONDecodeError("extra data", text, index)
+    return members, items_at
+
+
+def transaction_report(text: str, *, operation: str, exchange: Exchange) -> UsioTransactionReport:
+    """GetTransactionList read for paging (``UsioTransactionReport``): validates the whole answer first and raises
+    exactly what ``transaction_list`` raises for it (not JSON; a failure envelope; no ``Transactions`` list; the
+    first bad record); keeps only the text, where the records start and the confirmations listed twice."""
+    seen: set[str] = set()
+    duplicates: dict[str, int] = {}
+    bad: list[ProcessorProtocolError] = []
+    listed = 0
+
+    def on_item(item: Any) -> None:
+        nonlocal listed
+        if not bad:
+            try:
+                confirmation = transaction(item, operation=operation, exchange=exchange).confirmation
+            except ProcessorProtocolError as exc:
+                bad.append(exc)  # raised once the envelope is known good, as transaction_list does
+            else:
+                if confirmation in seen:
+                    duplicates[confirmation] = listed
+                seen.add(confirmation)
+        listed += 1
+
+    def on_array() -> None:
+        nonlocal listed
+        seen.clear()
+        duplicates.clear()
+        bad.clear()
+        listed = 0
+
+    try:
+        if not text.lstrip(" \t\n\r").startswith("{"):
+            transaction_list(json.loads(text), operation=operation, exchange=exchange)  # raises: not an object
+        members, items_at = _scan_object(text, on_item, on_array)
+    except json.JSONDecodeError as exc:
+        raise _protocol_error("answer is not valid JSON", operation, exchange) from exc
+    check_envelope({**members, "Transactions": [] if items_at is not None else members.get("Transactions")},
+                   operation=operation, exchange=exchange)
+    if items_at is None:
+        raise _protocol_error("answer lacks a Transactions list", operation, exchange)
+    if bad:
+        raise bad[0]
+    return UsioTransactionReport(text=text, items_at=items_at, count=len(seen), duplicates=duplicates,
+                                 operation=operation, exchange=exchange)

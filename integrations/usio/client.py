@@ -109,6 +109,16 @@ def _without_confirmation(exchange: Exchange | None) -> Exchange | None:
     return replace(exchange, response_body=REDACTED)  # not JSON: the text may hold the token
 
 
+def _text_of(response, exchange: Exchange, *, operation: str) -> str:
+    """The answer's text (JSON is UTF-8, RFC 8259; a BOM is tolerated as ``requests`` does); not text →
+    ``ProcessorProtocolError`` "answer is not valid JSON", as ``json_body`` says of it."""
+    try:
+        return response.content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProcessorProtocolError("answer is not valid JSON", processor=UsioClient.processor,
+                                     operation=operation, exchange=exchange) from exc
+
+
 class UsioClient(HttpClient):
     """The Usio API for one merchant account. Methods are keyword-only and validate before sending."""
 
@@ -132,8 +142,9 @@ class UsioClient(HttpClient):
 
     # --- transport ------------------------------------------------------------------------------------------
     def _call(self, operation: str, fields: dict[str, Any], parse: Callable[..., T], *, reference: str | None = None,
-              secret_answer: bool = False) -> T:
-        """POST one operation and parse the answer; log the outcome (never the body)."""
+              secret_answer: bool = False, text_body: bool = False) -> T:
+        """POST one operation and parse the answer; log the outcome (never the body). ``text_body``: ``parse``
+        gets the answer's text, not its decoded JSON (it decodes it itself, piece by piece)."""
         body = {"MerchantID": self.merchant_id, "Login": self._login, "Password": self._password}
         body.update({key: value for key, value in fields.items() if value is not None})
         started = time.perf_counter()
@@ -144,8 +155,13 @@ class UsioClient(HttpClient):
             if response.status_code != 200:
                 raise ProcessorProtocolError(f"unexpected HTTP {response.status_code}", processor=self.processor,
                                              operation=operation, exchange=exchange)
-            result = parse(self.json_body(response, exchange, operation=operation), operation=operation,
-                           exchange=exchange)
+            if text_body:
+                text = _text_of(response, exchange, operation=operation)
+                del response  # its bytes: only the text is kept from here on
+                result = parse(text, operation=operation, exchange=exchange)
+            else:
+                result = parse(self.json_body(response, exchange, operation=operation), operation=operation,
+                               exchange=exchange)
         except ProcessorError as exc:
             if secret_answer:
                 exc.exchange = _without_confirmation(exc.exchange)
@@ -276,6 +292,19 @@ class UsioClient(HttpClient):
             raise ValueError("end must be after start")
         fields = {"StartDate": start_text, "EndDate": end_text, "ReportType": adapter.REPORT_TYPES[report_type]}
         return self._call("GetTransactionList", fields, adapter.transaction_list)
+
+    def get_transaction_report(self, *, start: datetime, end: datetime,
+                               report_type: str) -> adapter.UsioTransactionReport:
+        """``get_transaction_list`` for a large window: the same request and the same errors (all raised here,
+        after the whole answer was checked), but the records are read page by page
+        (``UsioTransactionReport.pages``) instead of all at once; only the answer's text is kept."""
+        if report_type not in adapter.REPORT_TYPES:
+            raise ValueError(f"report_type must be one of {sorted(adapter.REPORT_TYPES)}")
+        start_text, end_text = _iso(start, "start"), _iso(end, "end")
+        if end <= start:
+            raise ValueError("end must be after start")
+        fields = {"StartDate": start_text, "EndDate": end_text, "ReportType": adapter.REPORT_TYPES[report_type]}
+        return self._call("GetTransactionList", fields, adapter.transaction_report, text_body=True)
 
     def refresh_token(self, *, token: str) -> UsioTokenRefresh:
         """A new token for the same card (``RefreshToken``, assumed: the new token is the ``Confirmation``).

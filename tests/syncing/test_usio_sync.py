@@ -6,6 +6,7 @@ with ``now=``. Events reach their consumers (blocklist, prenote account status) 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from blocklist.selectors import blocklist_is_blocked
 from core.business_days import CHICAGO, add_business_days, chicago_date
 from core.outbox_relay import outbox_relay_run
 from integrations.errors import ProcessorProtocolError
+from integrations.usio import adapter as usio_adapter
 from integrations.usio import usio_client
 from payments.models import Payment, PaymentStatusChange, PrenoteRequest
 from payments.prenotes import prenote_process_batch
@@ -426,3 +428,90 @@ def test_returns_are_applied_set_based_each_payment_with_its_own_rows(sandbox, s
         assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
         assert UsioTransaction.objects.get(payment=payment).status == "returned"
     assert PaymentStatusChange.objects.filter(source="usio_sync").count() == 9
+
+
+# --- a large window, page by page (issue 10: memory grows with the page, not the window) ---------------------------
+
+
+def test_a_window_of_several_pages_is_staged_and_applied_page_by_page(sandbox, service, bank_account, settings):
+    settings.USIO_SYNC_PAGE_SIZE = 2
+
+    def returns_sync(n: int) -> int:
+        sandbox.reset()
+        payments = [float_ach(service, bank_account, RETURNED + "02") for _ in range(n)]
+        sandbox.advance(days=2)
+        with CaptureQueriesContext(connection) as captured:
+            stats = sync("ach_returns", next_chicago_day_window())
+        assert counts(stats) == expect(fetched=n, created=n, matched=n, applied=n)
+        for payment in payments:
+            payment.refresh_from_db()
+            assert (payment.payment_status, payment.return_code) == ("FAILED", "R02")
+            assert events(payment) == ["FLOAT_DEBIT_RETURNED"]
+            assert UsioTransaction.objects.get(payment=payment).status == "returned"
+        return len(captured)
+
+    one, two, three = returns_sync(2), returns_sync(4), returns_sync(6)
+    assert two > one  # a page more is a few queries more...
+    assert three - two == two - one  # ...and always the same few, whatever the window
+    assert UsioTransaction.objects.count() == 12
+
+    # Rerunning the last window (three pages) writes nothing.
+    before = state()
+    assert counts(sync("ach_returns", next_chicago_day_window())) == expect(fetched=6, unchanged=6, matched=6)
+    assert state() == before
+
+
+def _report_text(items: list) -> str:
+    return json.dumps({"Confirmation": "", "Message": "", "Status": "success", "Transactions": items}, indent=1)
+
+
+def _wire(confirmation: str, status: str = "settled", amount: str = "10.00") -> dict:
+    return {"Confirmation": confirmation, "TransactionType": "debit", "Amount": amount, "Status": status,
+            "TransactionDate": "2026-03-02T15:00:00+00:00", "AdditionalSearch": f"ref-{confirmation}"}
+
+
+def test_a_paged_report_keeps_the_last_listing_of_a_repeated_confirmation_in_report_order():
+    text = _report_text([_wire("A"), _wire("B"), _wire("A", "returned"), _wire("C"), _wire("B", "failed"),
+                         _wire("D")])
+
+    report = usio_adapter.transaction_report(text, operation="GetTransactionList", exchange=None)
+
+    assert report.count == 4
+    pages = [[(r.confirmation, r.status) for r in page] for page in report.pages(2)]
+    assert pages == [[("A", "returned"), ("C", "settled")], [("B", "failed"), ("D", "settled")]]
+    listed = usio_adapter.transaction_list(json.loads(text), operation="GetTransactionList", exchange=None)
+    assert [r for page in report.pages(3) for r in page] == list(listed.transactions[2:])  # the same records
+
+
+@pytest.mark.parametrize("text", [
+    _report_text([_wire("A"), _wire("B"), _wire("C", amount="ten")]),  # a bad record at the very end
+    _report_text([_wire("A"), {"Confirmation": "B"}]),
+    _report_text([_wire("A")])[:-3],  # truncated
+    _report_text([_wire("A")]) + " x",  # trailing data
+    json.dumps({"Status": "failure", "Message": "5030: Unable to locate record", "Transactions": [{"bad": 1}]}),
+    json.dumps({"Status": "failure", "Message": "1001: Invalid credentials"}),
+    json.dumps({"Status": "success", "Transactions": None}),
+    json.dumps({"Status": "ok", "Transactions": []}),
+    json.dumps([_wire("A")]),
+    "",
+])
+def test_a_paged_report_raises_what_the_whole_report_raises_before_any_page_is_read(text):
+    def outcome(read):
+        try:
+            read()
+        except Exception as exc:  # the type and message are what is compared
+            return type(exc).__name__, str(exc)
+        return None
+
+    def whole():
+        try:
+            data = json.loads(text)
+        except ValueError as exc:  # what the client's json_body says of it
+            raise ProcessorProtocolError("answer is not valid JSON", processor="usio",
+                                         operation="GetTransactionList") from exc
+        usio_adapter.transaction_list(data, operation="GetTransactionList", exchange=None)
+
+    expected = outcome(whole)
+    assert expected is not None
+    assert outcome(lambda: usio_adapter.transaction_report(text, operation="GetTransactionList",
+                                                           exchange=None)) == expected
