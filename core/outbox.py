@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from core.bulk import bulk_insert
 from core.errors import BadRequest
 from core.models import OutboxEvent, OutboxFeedEntry
 
@@ -48,17 +49,18 @@ def outbox_record(*, type: str, subject: str, aggregate_id: str, data: dict,
 _MANY_CHUNK = 1000
 
 
-def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = None) -> list[OutboxEvent]:
+def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = None) -> int:
     """``outbox_record`` for many events at once (each a dict of ``type``, ``subject``, ``aggregate_id``, ``data``,
     optionally ``occurred_at``):
     the same rows, with the same per-aggregate sequences (several events of one aggregate follow each other in list
-    order), written with one sequence read per 1,000 aggregates and one ``bulk_create``; one relay kick after
-    commit. Same rule: inside the transaction of the changes they describe, the aggregates serialised by the caller.
+    order), written with one sequence read per 1,000 aggregates and one bulk insert (``core.bulk.bulk_insert``:
+    ``COPY`` on PostgreSQL, positions in list order); one relay kick after commit. Returns how many. Same rule:
+    inside the transaction of the changes they describe, the aggregates serialised by the caller.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_record_many must run inside the transaction of the changes it describes")
     if not events:
-        return []
+        return 0
     aggregates = sorted({str(e["aggregate_id"]) for e in events})
     last: dict[str, int] = {}
     for start in range(0, len(aggregates), _MANY_CHUNK):
@@ -73,9 +75,9 @@ def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = Non
         rows.append(OutboxEvent(event_id=uuid.uuid4(), type=event["type"], source=SOURCE, subject=event["subject"],
                                 aggregate_id=aggregate, sequence=last[aggregate], data=event["data"],
                                 occurred_at=event.get("occurred_at") or moment))
-    created = OutboxEvent.objects.bulk_create(rows, batch_size=500)
+    bulk_insert(OutboxEvent, rows)
     transaction.on_commit(_kick_relay)
-    return created
+    return len(rows)
 
 
 def outbox_envelope(event: OutboxEvent) -> dict:

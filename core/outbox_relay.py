@@ -2,9 +2,14 @@
 
 Publishing an event means, in one transaction per batch:
 
-1. every in-process consumer registered for its type (``register_consumer``) handles it, each in its own savepoint
-   together with its ``OutboxConsumption`` row (the de-duplication record: a redelivered event is skipped by the
-   consumers that already handled it);
+1. every in-process consumer registered for its type (``register_consumer``) handles it, in a savepoint together
+   with its ``OutboxConsumption`` row (the de-duplication record: a redelivered event is skipped by the consumers
+   that already handled it). A consumer registered with a ``batch_handler`` handles all the batch's events it still
+   has to handle at once, set-based, in one savepoint with all their ``done`` rows (written in bulk); if that batch
+   handler raises, its savepoint is rolled back and the consumer falls back to its per-event handler, one savepoint
+   per event, so a bad event fails alone exactly as below. Other consumers handle one event per savepoint.
+   Consumers run in registration order for each event (the batch's events are heads of different payments, so
+   their relative order carries no guarantee);
 2. a ``PushDelivery`` is created for each active push subscription that wants its type (``core.outbox_push`` sends
    them);
 3. it is marked ``published_at`` and appended to the pull feed (``OutboxFeedEntry``).
@@ -51,6 +56,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from core.bulk import bulk_insert
 from core.dead_letters import dead_letter_record
 from core.errors import PermanentJobError
 from core.jobs import register_job
@@ -77,6 +83,7 @@ _KICK_KEY = "core:outbox-relay-kick"
 _FEED_LOCK = int.from_bytes(hashlib.sha256(b"core.outbox.feed").digest()[:8], "big", signed=True)
 
 Handler = Callable[[dict], None]
+BatchHandler = Callable[[list[dict]], None]
 
 
 # --- The consumer registry ----------------------------------------------------------------------------------------
@@ -87,6 +94,7 @@ class Consumer:
     name: str
     handler: Handler
     types: frozenset[str] | None  # None = every type
+    batch_handler: BatchHandler | None = None
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
@@ -95,8 +103,13 @@ class Consumer:
 _CONSUMERS: dict[str, Consumer] = {}
 
 
-def register_consumer(name: str, handler: Handler, types: set[str] | frozenset[str] | None = None) -> Consumer:
+def register_consumer(name: str, handler: Handler, types: set[str] | frozenset[str] | None = None,
+                      batch_handler: BatchHandler | None = None) -> Consumer:
     """Register ``handler(envelope)`` as in-process consumer ``name`` of the event types ``types`` (None = all).
+
+    ``batch_handler(envelopes)``, optional, handles a list of envelopes at once with the same effect as ``handler``
+    on each of them (set-based: the relay calls it once per batch, see the module docstring); it must raise rather
+    than handle part of the list, and ``handler`` stays the path of a failed batch and of replays.
 
     Consumers run in registration order. ``name`` is the de-duplication key stored with each handled event: never
     rename a consumer in production (its events would be handled again). Registering another handler under a taken
@@ -105,9 +118,11 @@ def register_consumer(name: str, handler: Handler, types: set[str] | frozenset[s
     if not name or len(name) > 64:
         raise ValueError("a consumer name is 1-64 characters")
     existing = _CONSUMERS.get(name)
-    consumer = Consumer(name=name, handler=handler, types=frozenset(types) if types is not None else None)
+    consumer = Consumer(name=name, handler=handler, types=frozenset(types) if types is not None else None,
+                        batch_handler=batch_handler)
     if existing is not None:
-        if existing.handler is not handler or existing.types != consumer.types:
+        if (existing.handler is not handler or existing.types != consumer.types
+                or existing.batch_handler is not batch_handler):
             raise ValueError(f"consumer {name!r} is already registered by {existing.handler.__module__}")
         return existing
     _CONSUMERS[name] = consumer
@@ -138,6 +153,7 @@ class RelayStats:
     selected: int = 0  # events taken (locked) by this run
     published: int = 0
     consumer_failures: int = 0  # failed consumer calls (the event waits for a retry)
+    batch_fallbacks: int = 0  # batch handlers that raised (their events were handled one by one)
     dead_lettered: int = 0  # consumer handlings given up on (the event went on)
     push_deliveries: int = 0  # push deliveries created
     held: set = field(default_factory=set, repr=False)  # events that failed in this run: not retried in it
@@ -188,7 +204,9 @@ def _pending_heads(batch_size: int, now: datetime, held: set) -> list[OutboxEven
         OutboxEvent.objects.filter(published_at__isnull=True)
         .exclude(Exists(earlier_pending))
         .exclude(Exists(backing_off))
-        .order_by("position")
+        # published_at is NULL in every row taken, so this is position order; it lets PostgreSQL walk
+        # outbox_pending_idx (published_at, position) instead of the primary key past every published event.
+        .order_by("published_at", "position")
     )
     if held:
         queryset = queryset.exclude(pk__in=held)
@@ -205,16 +223,26 @@ def _relay_batch(batch_size: int, stats: RelayStats) -> int:
         if not events:
             return 0
         stats.selected += len(events)
+        consumers = list(_CONSUMERS.values())
+        consumed = [e.event_id for e in events if any(c.wants(e.type) for c in consumers)]
         states = {
             (row.event_id, row.consumer): row
-            for row in OutboxConsumption.objects.filter(event_id__in=[e.event_id for e in events])
-        }
-        published = []
-        for event in events:
-            if _consume(event, states, now, stats):
-                published.append(event)
-            else:
-                stats.held.add(event.pk)
+            for row in OutboxConsumption.objects.filter(event_id__in=consumed)
+        } if consumed else {}
+        envelopes = {event.pk: outbox_envelope(event) for event in events}
+        blocked: set[int] = set()  # events a consumer failed on (not dead-lettered): not published
+        for consumer in consumers:
+            todo = [event for event in events if consumer.wants(event.type) and not _handled(
+                states.get((event.event_id, consumer.name)))]
+            if not todo:
+                continue
+            if consumer.batch_handler is not None and _consume_batch(consumer, todo, envelopes, states, stats):
+                continue
+            for event in todo:
+                if not _consume(consumer, event, envelopes[event.pk], states, now, stats):
+                    blocked.add(event.pk)
+        published = [event for event in events if event.pk not in blocked]
+        stats.held.update(blocked)
         if published:
             OutboxEvent.objects.filter(pk__in=[e.pk for e in published]).update(published_at=now)
             created = push_deliveries_create(events=published, now=now)
@@ -226,25 +254,43 @@ def _relay_batch(batch_size: int, stats: RelayStats) -> int:
     return len(published)
 
 
-def _consume(event: OutboxEvent, states: dict, now: datetime, stats: RelayStats) -> bool:
-    """Run every consumer of ``event`` that has not handled it yet. True when the event may be published."""
-    envelope = outbox_envelope(event)
-    ready = True
-    for consumer in consumers_for(event.type):
-        state = states.get((event.event_id, consumer.name))
-        if state is not None and state.status in (OutboxConsumptionStatus.DONE, OutboxConsumptionStatus.DEAD):
-            continue
-        try:
-            with transaction.atomic():
-                consumer.handler(envelope)
-                _mark_done(consumer.name, event.event_id, state)
-        except Exception as exc:
-            stats.consumer_failures += 1
-            if _record_failure(consumer.name, event, state, exc, now):
-                stats.dead_lettered += 1
-            else:
-                ready = False
-    return ready
+def _handled(state: OutboxConsumption | None) -> bool:
+    return state is not None and state.status in (OutboxConsumptionStatus.DONE, OutboxConsumptionStatus.DEAD)
+
+
+def _consume_batch(consumer: Consumer, events: list[OutboxEvent], envelopes: dict, states: dict,
+                   stats: RelayStats) -> bool:
+    """Run ``consumer``'s batch handler on ``events`` in one savepoint with all their ``done`` rows. False (nothing
+    kept) when it raised: the caller then handles the events one by one."""
+    try:
+        with transaction.atomic():
+            consumer.batch_handler([envelopes[event.pk] for event in events])
+            _mark_done_many(consumer.name, events, states)
+    except Exception as exc:
+        stats.batch_fallbacks += 1
+        logger.warning("outbox batch consumer failed; handling its events one by one",
+                       extra={"consumer": consumer.name, "events": len(events),
+                              "error": redact_text(f"{type(exc).__name__}: {exc}")[:500]}, exc_info=exc)
+        return False
+    return True
+
+
+def _consume(consumer: Consumer, event: OutboxEvent, envelope: dict, states: dict, now: datetime,
+             stats: RelayStats) -> bool:
+    """Run ``consumer`` on ``event`` in its own savepoint. True when the event may be published (handled, or the
+    handling was dead-lettered)."""
+    state = states.get((event.event_id, consumer.name))
+    try:
+        with transaction.atomic():
+            consumer.handler(envelope)
+            _mark_done(consumer.name, event.event_id, state)
+    except Exception as exc:
+        stats.consumer_failures += 1
+        if _record_failure(consumer.name, event, state, exc, now):
+            stats.dead_lettered += 1
+        else:
+            return False
+    return True
 
 
 def _mark_done(consumer: str, event_id, state: OutboxConsumption | None) -> None:
@@ -252,6 +298,24 @@ def _mark_done(consumer: str, event_id, state: OutboxConsumption | None) -> None
         OutboxConsumption.objects.create(consumer=consumer, event_id=event_id, status=OutboxConsumptionStatus.DONE)
     else:
         OutboxConsumption.objects.filter(pk=state.pk).update(
+            status=OutboxConsumptionStatus.DONE, next_attempt_at=None, updated_at=timezone.now()
+        )
+
+
+def _mark_done_many(consumer: str, events: list[OutboxEvent], states: dict) -> None:
+    """``_mark_done`` for many events: one INSERT of the new rows, one UPDATE of the failing ones."""
+    new, failing = [], []
+    for event in events:
+        state = states.get((event.event_id, consumer))
+        if state is None:
+            new.append(OutboxConsumption(consumer=consumer, event_id=event.event_id,
+                                         status=OutboxConsumptionStatus.DONE))
+        else:
+            failing.append(state.pk)
+    if new:
+        bulk_insert(OutboxConsumption, new)
+    if failing:
+        OutboxConsumption.objects.filter(pk__in=failing).update(
             status=OutboxConsumptionStatus.DONE, next_attempt_at=None, updated_at=timezone.now()
         )
 
@@ -286,9 +350,8 @@ def _feed_append(events: list[OutboxEvent], now: datetime) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FEED_LOCK])
-    OutboxFeedEntry.objects.bulk_create(
-        [OutboxFeedEntry(event=event, published_at=now) for event in sorted(events, key=lambda e: e.position)]
-    )
+    bulk_insert(OutboxFeedEntry,
+                [OutboxFeedEntry(event=event, published_at=now) for event in sorted(events, key=lambda e: e.position)])
 
 
 def outbox_consumer_replay(*, consumer: str, event_id: str) -> bool:

@@ -14,7 +14,9 @@ Registered at start-up (``PaymentsConfig.ready`` imports this module), in this o
 
 Each handler takes the event envelope (``core.outbox.outbox_envelope``) and must be idempotent on the event id:
 the relay de-duplicates for them (``OutboxConsumption``), but a crash before its commit repeats side effects
-outside the database.
+outside the database. Both also have a batch handler (a list of envelopes, set-based, the same rows as the
+per-event handler on each): the relay calls it once per batch and falls back to the per-event handler, event by
+event, when it raises; replays use the per-event handler.
 """
 
 from __future__ import annotations
@@ -52,33 +54,53 @@ def blocklist_on_return(envelope: dict) -> None:
         raise PermanentJobError(f"{exc.code}: {exc.message}") from exc
 
 
+def blocklist_on_returns(envelopes: list[dict]) -> None:
+    """``blocklist_on_return`` for each envelope, in order (the relay's batch handler: one savepoint and one bulk
+    write of the de-duplication rows for the batch instead of one per event). Most return codes do not block and
+    cost no query."""
+    for envelope in envelopes:
+        blocklist_on_return(envelope)
+
+
+def _change_key(envelope: dict) -> tuple[str, str, str]:
+    data = envelope["data"]
+    return str(data["id"]), data["payment_status"], envelope["type"]
+
+
 def previous_status(envelope: dict) -> str | None:
     """The status the payment left in the change that wrote this event (its ``PaymentStatusChange``), or None.
 
     A payment enters each status at most once (SPEC §3 has no cycles), so (payment, new status, event type) names
-    exactly one change.
+    exactly one change; were there several, the latest (``at``, then ``id``) counts.
     """
-    data = envelope["data"]
-    change = (PaymentStatusChange.objects.filter(payment_id=data["id"], to_status=data["payment_status"],
-                                                 event_type=envelope["type"])
-              .order_by("-at", "-id").first())
-    return change.from_status if change is not None else None
+    return previous_statuses([envelope]).get(envelope["id"])
 
 
-def transaction_service_on_float_exit(envelope: dict) -> None:
-    """Record the Transaction Service notification of a float payment leaving ACHSENT (or CLEARED); other events:
-    nothing. The HTTP call happens later, outside the relay's transaction (``payments.transaction_service``)."""
-    from payments.transaction_service import ts_notification_record
+def previous_statuses(envelopes: list[dict]) -> dict[str, str | None]:
+    """``previous_status`` of each envelope (by event id), in one query."""
+    if not envelopes:
+        return {}
+    keys = {_change_key(envelope) for envelope in envelopes}
+    rows = (PaymentStatusChange.objects
+            .filter(payment_id__in={key[0] for key in keys}, to_status__in={key[1] for key in keys},
+                    event_type__in={key[2] for key in keys})
+            .order_by("-at", "-id").values_list("payment_id", "to_status", "event_type", "from_status"))
+    latest: dict[tuple[str, str, str], str | None] = {}
+    for payment_id, to_status, event_type, from_status in rows:
+        latest.setdefault((str(payment_id), to_status, event_type), from_status)  # the first row is the latest
+    return {envelope["id"]: latest.get(_change_key(envelope)) for envelope in envelopes}
 
-    data = envelope["data"]
-    if data.get("purpose") != "float":
-        return
-    previous = previous_status(envelope)
+
+def float_exit_notification(envelope: dict, previous: str | None) -> dict | None:
+    """The Transaction Service notification body for a float event whose change left ``previous``, or None when it
+    does not notify (it did not leave ACHSENT or CLEARED). Raises ``PermanentJobError`` when the event's status
+    change is not on record (``previous`` None): retrying cannot make it appear."""
     if previous is None:
         raise PermanentJobError(f"no status change recorded for event {envelope['id']}")
     if previous not in IN_FLIGHT_STATUSES:
-        return
-    body = {
+        return None
+    data = envelope["data"]
+    return {
         "event_id": envelope["id"],
         "confirmation_id": data.get("confirmation_id") or envelope["subject"],
         "user_id": data["user_id"],
@@ -87,8 +109,41 @@ def transaction_service_on_float_exit(envelope: dict) -> None:
         "amount": f"{Decimal(str(data['amount'])):.2f}",
         "occurred_at": parse_datetime(envelope["occurred_at"]).isoformat(),
     }
-    ts_notification_record(event_id=envelope["id"], payment_id=data["id"], body=body)
 
 
-register_consumer(BLOCKLIST_CONSUMER, blocklist_on_return, types=BLOCKING_EVENT_TYPES)
-register_consumer(TRANSACTION_SERVICE_CONSUMER, transaction_service_on_float_exit, types=FLOAT_EXIT_EVENT_TYPES)
+def _is_float(envelope: dict) -> bool:
+    return envelope["data"].get("purpose") == "float"
+
+
+def transaction_service_on_float_exit(envelope: dict) -> None:
+    """Record the Transaction Service notification of a float payment leaving ACHSENT (or CLEARED); other events:
+    nothing. The HTTP call happens later, outside the relay's transaction (``payments.transaction_service``)."""
+    from payments.transaction_service import ts_notification_record
+
+    if not _is_float(envelope):
+        return
+    body = float_exit_notification(envelope, previous_status(envelope))
+    if body is not None:
+        ts_notification_record(event_id=envelope["id"], payment_id=envelope["data"]["id"], body=body)
+
+
+def transaction_service_on_float_exits(envelopes: list[dict]) -> None:
+    """``transaction_service_on_float_exit`` for many envelopes: one status-change read, one bulk insert of the
+    notifications (an existing one is left alone, as the per-event path does). Raises, and records nothing, when
+    any event cannot be handled (the relay then handles them one by one)."""
+    from payments.transaction_service import ts_notification_record_many
+
+    floats = [envelope for envelope in envelopes if _is_float(envelope)]
+    previous = previous_statuses(floats)
+    notifications = []
+    for envelope in floats:
+        body = float_exit_notification(envelope, previous[envelope["id"]])
+        if body is not None:
+            notifications.append((envelope["id"], envelope["data"]["id"], body))
+    ts_notification_record_many(notifications=notifications)
+
+
+register_consumer(BLOCKLIST_CONSUMER, blocklist_on_return, types=BLOCKING_EVENT_TYPES,
+                  batch_handler=blocklist_on_returns)
+register_consumer(TRANSACTION_SERVICE_CONSUMER, transaction_service_on_float_exit, types=FLOAT_EXIT_EVENT_TYPES,
+                  batch_handler=transaction_service_on_float_exits)

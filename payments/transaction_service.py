@@ -1,9 +1,10 @@
 """Telling the Transaction Service about float payments leaving ACHSENT (SPEC §7.2), without holding a
 transaction across its HTTP call.
 
-1. ``ts_notification_record`` — called by the outbox consumer ``payments.transaction_service_notifier`` inside the
-   relay's transaction: writes one ``TransactionServiceNotification`` (unique per event id) and asks for a send run
-   after commit. No HTTP here: the relay's batch (and its row locks) never waits for the Transaction Service.
+1. ``ts_notification_record`` (``ts_notification_record_many`` for a relay batch) — called by the outbox consumer
+   ``payments.transaction_service_notifier`` inside the relay's transaction: writes one
+   ``TransactionServiceNotification`` (unique per event id) and asks for a send run after commit. No HTTP here: the
+   relay's batch (and its row locks) never waits for the Transaction Service.
 2. ``ts_notifications_send_due`` — the sender (task ``payments.notify_transaction_service``, every minute and kicked
    after each commit that wrote a notification): claims due notifications in a short transaction (a lease on
    ``next_attempt_at``, ``SKIP LOCKED`` on PostgreSQL, so parallel runs never send one twice at once), then POSTs
@@ -66,6 +67,21 @@ def ts_notification_record(*, event_id: str, payment_id, body: dict) -> bool:
 
         transaction.on_commit(ts_notify_kick)
     return created
+
+
+def ts_notification_record_many(*, notifications: list[tuple[str, object, dict]]) -> None:
+    """``ts_notification_record`` for many ``(event_id, payment_id, body)``: one INSERT, an event that already has
+    its notification is left alone (the unique event id), and one send run asked for after commit."""
+    if not notifications:
+        return
+    TransactionServiceNotification.objects.bulk_create(
+        [TransactionServiceNotification(event_id=event_id, payment_id=payment_id, body=body)
+         for event_id, payment_id, body in notifications],
+        ignore_conflicts=True,
+    )
+    from payments.transaction_service_jobs import ts_notify_kick
+
+    transaction.on_commit(ts_notify_kick)
 
 
 def _claim(*, now: datetime, batch_size: int) -> list[TransactionServiceNotification]:
@@ -156,4 +172,5 @@ def ts_notification_retry(*, event_id: str) -> bool:
     return bool(updated)
 
 
-__all__ = ["ts_notification_record", "ts_notification_retry", "ts_notifications_send_due"]
+__all__ = ["ts_notification_record", "ts_notification_record_many", "ts_notification_retry",
+           "ts_notifications_send_due"]
