@@ -165,14 +165,15 @@ class GateVerdict:
     return_info: str | None = None
 
 
-def jpm_gate_verdict(payment: Payment) -> GateVerdict | None:
+def jpm_gate_verdict(payment: Payment, *, client=None) -> GateVerdict | None:
     """Ask JPM (``GET /tsapi/v3/payment/{endToEndId}``, outside any transaction) what a payment past the gate
     becomes: RETURNED → FAILED ``returned``, REJECTED → FAILED ``rejected`` (with the code and ``"CODE:
     description"``), anything else → COMPLETED (SPEC §7.2). None when JPM does not know the payment. Raises the
-    client's ``ProcessorError``s."""
+    client's ``ProcessorError``s. ``client``: a ``JpmClient`` to ask with (check-ach reuses one per look-up thread);
+    default a new one from the settings. Touches no database (check-ach calls it from its look-up threads)."""
     from integrations.jpm import jpm_client
 
-    answer = jpm_client().get_payment_status(payment.reference)
+    answer = (client or jpm_client()).get_payment_status(payment.reference)
     if not answer.found:
         return None
     failure = _GATE_FAILURES.get(answer.status)

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.bulk import bulk_insert
 from core.models import OutboxEvent
 from core.outbox import outbox_record, outbox_record_many
 from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
@@ -221,7 +222,7 @@ def payment_apply_status_many(
                                "aggregate_id": str(payment.pk), "data": payment_render(payment),
                                "occurred_at": payment_at})
             results[payment.pk] = TransitionResult(True, payment, "applied", event_type)
-        PaymentStatusChange.objects.bulk_create(changes, batch_size=500)
+        bulk_insert(PaymentStatusChange, changes)
         outbox_record_many(events=events, occurred_at=default_at)
     if applied:
         logger.info("payment statuses changed",

@@ -10,7 +10,12 @@
   after submission has begun (``core.business_days.third_business_day_reached``, SPEC §11):
   Usio → COMPLETED (its returns were written by the 16:30 returns sweep); JPM → asked first
   (``get_payment_status``, outside any transaction): RETURNED → FAILED ``returned``, REJECTED → FAILED
-  ``rejected`` (code and ``"CODE: description"``), anything else → COMPLETED.
+  ``rejected`` (code and ``"CODE: description"``), anything else → COMPLETED. A job's JPM look-ups run concurrently
+  (``CHECK_ACH_JPM_CONCURRENCY`` threads, default 8, each with its own client; ``_jpm_lookups``) yet make exactly the
+  look-ups, in the same order of starts, that one after the other would: the breaker is counted in id order and a
+  look-up is started only when the ones before it cannot already have tripped it (those still in flight counted as
+  errors) — in practice about ``MAX_CONSECUTIVE_ERRORS`` look-ups in flight. The database work stays in the job's
+  thread.
 - **run_job** (``check_ach_run``): the same selection, every batch processed inline.
 
 Every change goes through the status machine (source ``check_ach``, actor ``check_ach``): a batch's completions in
@@ -24,7 +29,9 @@ refused by the status machine (counted ``unchanged``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -97,8 +104,8 @@ def _setting(name: str, default):
 
 
 def job_size() -> int:
-    """``CHECK_ACH_JOB_SIZE`` (50): payment ids per worker job."""
-    return max(1, _setting("CHECK_ACH_JOB_SIZE", 50))
+    """``CHECK_ACH_JOB_SIZE`` (200): payment ids per worker job."""
+    return max(1, _setting("CHECK_ACH_JOB_SIZE", 200))
 
 
 def time_budget() -> float:
@@ -168,6 +175,113 @@ def _jpm_call_seconds() -> float:
     return float(getattr(settings, "JPM_CONNECT_TIMEOUT", 3.05)) + float(getattr(settings, "JPM_READ_TIMEOUT", 30.0))
 
 
+def jpm_concurrency() -> int:
+    """``CHECK_ACH_JPM_CONCURRENCY`` (8): JPM look-ups a job may have in flight at once (threads, one client each)."""
+    return max(1, _setting("CHECK_ACH_JPM_CONCURRENCY", 8))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """One JPM look-up's outcome: ``verdict`` (an answer: a ``GateVerdict``, or None = JPM does not know the
+    payment), ``protocol`` / ``error`` (the ``ProcessorError`` raised) or ``skipped`` (never started)."""
+
+    kind: str
+    verdict: object = None
+    error: Exception | None = None
+
+
+_SKIPPED = _Lookup("skipped")
+
+
+def _breaker_run(run: int, outcome: _Lookup | None) -> int:
+    """The consecutive-error count after one more payment (in the payments' order), as the sequential loop kept it:
+    an error (or, pessimistically, a look-up still in flight: None) adds one, an answer resets it, a protocol error
+    or a skipped payment leaves it."""
+    if outcome is None or outcome.kind == "error":
+        return run + 1
+    return 0 if outcome.kind == "verdict" else run
+
+
+def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: float | None,
+                 concurrency: int) -> Iterator[tuple[Payment, _Lookup]]:
+    """Ask JPM about ``payments`` (``jpm_gate_verdict``) with up to ``concurrency`` look-ups in flight, and yield
+    ``(payment, outcome)`` in the payments' order, each as soon as it and every one before it is known (the caller
+    does its database work meanwhile, in its own thread: the look-up threads never touch the ORM).
+
+    Exactly the look-ups the sequential loop would make, no more: look-ups start in order, and one is started only
+    when the payments before it cannot already hold ``MAX_CONSECUTIVE_ERRORS`` consecutive errors, counting every
+    look-up still in flight as an error; so once the breaker trips nothing more is started (the rest: skipped), and
+    when it does not, nothing is left out. None is started at or after ``deadline`` (the time budget) or
+    ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are skipped. Each thread asks with its
+    own ``JpmClient`` (a ``requests.Session`` is not thread-safe), reused for the job's look-ups and closed at the
+    end. Anything but a ``ProcessorError`` is raised here, at that payment's turn (the job fails as before)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from integrations.jpm import jpm_client
+
+    count = len(payments)
+    if not count:
+        return
+    outcomes: list[_Lookup | None] = [None] * count
+    local, clients = threading.local(), []
+
+    def lookup(payment: Payment) -> _Lookup:
+        try:
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = jpm_client()
+                clients.append(client)
+            return _Lookup("verdict", verdict=jpm_gate_verdict(payment, client=client))
+        except ProcessorProtocolError as exc:
+            return _Lookup("protocol", error=exc)
+        except ProcessorError as exc:
+            return _Lookup("error", error=exc)
+        except Exception as exc:  # re-raised in the job's thread at this payment's turn
+            return _Lookup("raised", error=exc)
+
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, count) or 1, thread_name_prefix="check-ach-jpm")
+    running: dict = {}  # future -> position
+    started = emitted = run = 0  # run: consecutive errors up to ``emitted`` (the payments handed out)
+    try:
+        while emitted < count:
+            # Start what the sequential loop would certainly have reached.
+            while started < count and len(running) < concurrency:
+                if time.monotonic() >= deadline or (jpm_deadline is not None and time.monotonic() >= jpm_deadline):
+                    outcomes[started:] = [_SKIPPED] * (count - started)
+                    started = count
+                    break
+                pessimistic = run
+                for position in range(emitted, started):
+                    pessimistic = _breaker_run(pessimistic, outcomes[position])
+                if pessimistic >= MAX_CONSECUTIVE_ERRORS:
+                    break  # wait for the look-ups in flight
+                running[pool.submit(lookup, payments[started])] = started
+                started += 1
+            if outcomes[emitted] is None:
+                if not running:  # cannot happen: the next payment's look-up is always startable or skipped
+                    raise RuntimeError("check-ach look-up scheduler stalled")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcomes[running.pop(future)] = future.result()
+            while emitted < count and outcomes[emitted] is not None:
+                outcome = outcomes[emitted]
+                if outcome.kind == "raised":
+                    raise outcome.error
+                run = _breaker_run(run, outcome)
+                yield payments[emitted], outcome
+                emitted += 1
+                if run >= MAX_CONSECUTIVE_ERRORS:  # the breaker trips (nothing after it was started): no more
+                    outcomes[started:] = [_SKIPPED] * (count - started)
+                    started = count
+    finally:
+        # Normally nothing is in flight here. When the job is interrupted (an exception, the soft time limit), do
+        # not wait for look-ups still in flight: they end by their own timeouts and write nothing.
+        pool.shutdown(wait=not running, cancel_futures=True)
+        if not running:
+            for client in clients:
+                client.session.close()
+
+
 def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
                       time_limit: float | None = None) -> CheckAchStats:
     """Resolve the batch's payments that passed the three-business-day gate (SPEC §7.2, §11); see the module.
@@ -177,11 +291,14 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     transaction, then FAILED (RETURNED / REJECTED, with code and ``"CODE: description"``) or COMPLETED. Not due →
     nothing (``not_due``). JPM not knowing the payment → left (``errors``, warning). JPM unreachable, timing out,
     refusing credentials or the request → left for tomorrow (``errors``); after ``MAX_CONSECUTIVE_ERRORS`` in a row
-    the remaining JPM payments are ``skipped``. An answer that breaks the protocol → that payment alone is written
-    to ``DeadLetter`` (task ``WORKER_TASK``, ``args=[[payment_id]]``, the raw answer) and left unchanged; the others
-    go on. No payment is examined after ``CHECK_ACH_TIME_BUDGET_SECONDS`` (``skipped``). With ``time_limit`` (the
-    Celery task passes its soft time limit) no JPM lookup is started that could still be waiting for JPM when the
-    limit strikes (connect + read timeouts): those payments are ``skipped`` too, instead of the job being killed.
+    (in the payments' id order) the remaining JPM payments are ``skipped``. An answer that breaks the protocol →
+    that payment alone is written to ``DeadLetter`` (task ``WORKER_TASK``, ``args=[[payment_id]]``, the raw answer)
+    and left unchanged; the others go on. No payment is examined after ``CHECK_ACH_TIME_BUDGET_SECONDS``
+    (``skipped``). With ``time_limit`` (the Celery task passes its soft time limit) no JPM lookup is started that
+    could still be waiting for JPM when the limit strikes (connect + read timeouts): those payments are ``skipped``
+    too, instead of the job being killed. The JPM look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads
+    (``_jpm_lookups``: the same look-ups and outcomes as one after the other); all database work stays in this
+    thread.
 
     Side effects: the batch's completions in one ``payment_apply_status_many`` transaction, each failure in its
     own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
@@ -196,62 +313,66 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     stats = CheckAchStats(examined=len(ids))
     payments = list(check_ach_candidates().filter(pk__in=ids).only(*WORKER_FIELDS).order_by("id"))
     stats.unchanged += len(ids) - len(payments)
-    jpm_errors = 0
     to_complete: dict = {}  # payment id -> raw payload reference
+    to_ask: list[Payment] = []  # due JPM payments, in id order
     for payment in payments:
-        extra = {"payment_id": str(payment.pk), "provider": payment.payment_provider}
         if time.monotonic() >= deadline:
             stats.skipped += 1
             continue
         submitted = payment.submit_date or payment.created_at
         if not third_business_day_reached(submitted, now):
             stats.not_due += 1
-            continue
-        is_jpm = payment.payment_provider == Provider.JPM
-        to_status, failure, code, info = Status.COMPLETED, None, None, None
-        if is_jpm:
-            if jpm_errors >= MAX_CONSECUTIVE_ERRORS or (jpm_deadline is not None and time.monotonic() >= jpm_deadline):
+        elif payment.payment_provider == Provider.JPM:
+            to_ask.append(payment)
+        else:
+            to_complete[payment.pk] = "check_ach:usio_auto_complete"  # applied together at the end
+    jpm_errors = 0
+    lookups = _jpm_lookups(to_ask, deadline=deadline, jpm_deadline=jpm_deadline, concurrency=jpm_concurrency())
+    with contextlib.closing(lookups):  # the look-up threads end with the loop, even when it raises
+        for payment, outcome in lookups:
+            extra = {"payment_id": str(payment.pk), "provider": payment.payment_provider}
+            if outcome.kind == "skipped":
                 stats.skipped += 1
                 continue
-            try:
-                verdict = jpm_gate_verdict(payment)
-            except ProcessorProtocolError as exc:
+            if outcome.kind == "protocol":
                 # Not the processor being down: an answer we cannot read. Keep it (raw) for an operator; a replay
                 # of the dead letter re-runs just this payment through the same task.
                 dead_letter_record(task_name=WORKER_TASK, task_id="", queue=QUEUE, args=[[str(payment.pk)]],
-                                   kwargs={}, error=exc, attempts=1)
+                                   kwargs={}, error=outcome.error, attempts=1)
                 stats.dead_lettered += 1
                 continue
-            except ProcessorError as exc:
+            if outcome.kind == "error":
                 jpm_errors += 1
                 stats.errors += 1
                 logger.warning("check-ach could not ask JPM; left for the next run",
-                               extra={**extra, "error": type(exc).__name__, "consecutive_errors": jpm_errors})
+                               extra={**extra, "error": type(outcome.error).__name__,
+                                      "consecutive_errors": jpm_errors})
                 continue
             jpm_errors = 0
+            verdict = outcome.verdict
             if verdict is None:
                 stats.errors += 1
                 logger.warning("check-ach: JPM does not know the payment; left as it is", extra=extra)
                 continue
-            to_status, failure, code, info = (verdict.to_status, verdict.failure, verdict.return_code,
-                                              verdict.return_info)
-        raw_payload_ref = f"jpm:payment_status:{payment.reference}" if is_jpm else "check_ach:usio_auto_complete"
-        if to_status == Status.COMPLETED and failure is None and code is None and info is None:
-            to_complete[payment.pk] = raw_payload_ref  # applied together after the loop
-            continue
-        result = payment_apply_status(
-            payment_id=payment.pk, to_status=to_status, source=Source.CHECK_ACH, actor=ACTOR, failure=failure,
-            return_code=code, return_info=info, raw_payload_ref=raw_payload_ref,
-        )
-        if not result.applied:
-            stats.unchanged += 1
-        elif to_status == Status.COMPLETED:
-            stats.completed += 1
-        else:
-            stats.failed += 1
+            raw_payload_ref = f"jpm:payment_status:{payment.reference}"
+            if (verdict.to_status == Status.COMPLETED and verdict.failure is None and verdict.return_code is None
+                    and verdict.return_info is None):
+                to_complete[payment.pk] = raw_payload_ref  # applied together at the end
+                continue
+            result = payment_apply_status(
+                payment_id=payment.pk, to_status=verdict.to_status, source=Source.CHECK_ACH, actor=ACTOR,
+                failure=verdict.failure, return_code=verdict.return_code, return_info=verdict.return_info,
+                raw_payload_ref=raw_payload_ref,
+            )
+            if not result.applied:
+                stats.unchanged += 1
+            elif verdict.to_status == Status.COMPLETED:
+                stats.completed += 1
+            else:
+                stats.failed += 1
     if to_complete:
         # One set-based transaction for the batch's completions (the same rows as one payment_apply_status each).
-        results = payment_apply_status_many(payment_ids=list(to_complete), to_status=Status.COMPLETED,
+        results = payment_apply_status_many(payment_ids=sorted(to_complete), to_status=Status.COMPLETED,
                                             source=Source.CHECK_ACH, actor=ACTOR, raw_payload_refs=to_complete)
         completed = sum(1 for result in results.values() if result.applied)
         stats.completed += completed

@@ -390,9 +390,13 @@ REFUND_USIO_ACCOUNT = env.str("REFUND_USIO_ACCOUNT", default="float_credit")
 REFUND_LOOKUP_USIO_ACCOUNTS = env.list("REFUND_LOOKUP_USIO_ACCOUNTS", default=["subscription", "float_debit", "loan"])
 REFUND_RECONCILER_TIME_BUDGET_SECONDS = env.int("REFUND_RECONCILER_TIME_BUDGET_SECONDS", default=240)
 
-# Syncing (SPEC §7): check-ach payments per job and the worker's time budget (under the queue's 54 s limit).
-CHECK_ACH_JOB_SIZE = env.int("CHECK_ACH_JOB_SIZE", default=50)
+# Syncing (SPEC §7): check-ach payments per job, the worker's time budget (under the queue's 54 s limit) and the
+# JPM status look-ups a job runs at once (threads doing only the HTTP calls).
+CHECK_ACH_JOB_SIZE = env.int("CHECK_ACH_JOB_SIZE", default=200)
 CHECK_ACH_TIME_BUDGET_SECONDS = env.int("CHECK_ACH_TIME_BUDGET_SECONDS", default=45)
+CHECK_ACH_JPM_CONCURRENCY = env.int("CHECK_ACH_JPM_CONCURRENCY", default=8)
+# Usio sync: report records read, staged and applied at a time (the worker's memory grows with it, not the window).
+USIO_SYNC_PAGE_SIZE = env.int("USIO_SYNC_PAGE_SIZE", default=5000)
 # The Usio merchant accounts (USIO_ACCOUNTS names) that the Usio sync and the balance report cover.
 USIO_SYNC_ACCOUNTS = env.list("USIO_SYNC_ACCOUNTS", default=["subscription", "float_debit", "float_credit", "loan"])
 USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES = env.int("USIO_SYNC_TRANSACTIONS_WINDOW_MINUTES", default=35)

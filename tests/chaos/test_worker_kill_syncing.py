@@ -289,7 +289,10 @@ def test_check_ach_worker_killed_mid_run_resolves_every_payment_exactly_once(
     else:  # the held payment's status-change transaction, open
         hold = PgHold(held_pk)
         env = {"DATABASE_URL": database_url() + CHECKED_DATABASE_URL}
-    first = start_worker(["default", "check-ach"], CHECK_ACH_JOB_SIZE=str(JOB_SIZE), **env)
+    # One JPM look-up at a time: the hold names "the N-th look-up to arrive", which only one order of look-ups gives
+    # (the concurrent look-ups have their own tests: tests/syncing/test_check_ach_concurrency.py).
+    sequential = {"CHECK_ACH_JOB_SIZE": str(JOB_SIZE), "CHECK_ACH_JPM_CONCURRENCY": "1"}
+    first = start_worker(["default", "check-ach"], **sequential, **env)
     beat_publish(redis_server.url, check_ach_schedule_task, schedule="check-ach")
 
     reached = wait_for(hold.reached, timeout=WAIT, what=f"the job held at the {kill_point}")
@@ -313,7 +316,7 @@ def test_check_ach_worker_killed_mid_run_resolves_every_payment_exactly_once(
         # Its change never committed (with a pool child killed, the redelivered job may already be at work).
         assert held_pk not in resolved(expected)
         assert not PaymentStatusChange.objects.filter(payment_id=held_pk, source="check_ach").exists()
-        second = start_worker(["default", "check-ach"], CHECK_ACH_JOB_SIZE=str(JOB_SIZE))
+        second = start_worker(["default", "check-ach"], **sequential)
     wait_for(lambda: len(resolved(expected)) == len(expected), timeout=WAIT, what="every due payment resolved")
     settle_outbox(redis_server.url, notifications=len(usio_float))
     drain(redis_server.url, ["check-ach", "default"], tmp_path, "end")

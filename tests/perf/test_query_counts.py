@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from blocklist.models import BlocklistRecord
 from cards.models import DebitCardChange
-from core.models import OutboxEvent, OutboxFeedEntry
+from core.models import OutboxConsumption, OutboxEvent, OutboxFeedEntry
 from core.outbox_relay import outbox_relay_run
 from payments.models import Payment, PaymentStatusChange
+from payments.serializers import PaymentOutput, payment_render
 from payments.status import payment_apply_status, payment_apply_status_many
 from refunds.models import Refund
 
@@ -155,7 +156,24 @@ def test_bulk_status_change_queries_do_not_grow_and_write_what_one_by_one_writes
         assert [(e.type, e.sequence, e.subject) for e in events] == [
             ("FLOAT_DEBIT_COMPLETED", 1, payment.confirmation_id)]
         assert events[0].data["payment_status"] == "COMPLETED" and events[0].data["version"] == 1
+        assert events[0].data == payment_render(payment)  # the event shows the row exactly as written
     assert OutboxEvent.objects.count() == PaymentStatusChange.objects.count() == 33
+
+
+def test_payment_render_gives_exactly_what_the_serializer_gives():
+    """``payment_render`` renders without DRF's per-field attribute walk: the same dict as
+    ``PaymentOutput(payment).data`` for every kind of value (None, strings, Decimal, UUID, every date, the version)."""
+    plain = _payments(1)[0]
+    full = _payments(1, purpose="subscription")[0]
+    at = timezone.now()
+    Payment.objects.filter(pk=full.pk).update(
+        payment_status="FAILED", return_code="R02", return_info="R02: Account closed", return_date=at,
+        cleared_date=at - timedelta(days=1), completion_date=at - timedelta(hours=5), loan_id="loan-9",
+        subscription_id="sub-9", cbc_card_id="card-9", masked_card_number="4111", event_type="SUBSCRIPTION_RETURNED",
+        amount=Decimal("1234.50"), version=7)
+    for payment in Payment.objects.filter(pk__in=[plain.pk, full.pk]):
+        assert payment_render(payment) == dict(PaymentOutput(payment).data)
+    assert payment_render(Payment.objects.get(pk=full.pk))["amount"] == "1234.50"
 
 
 def test_bulk_status_change_refuses_what_the_status_machine_refuses():
@@ -184,3 +202,35 @@ def _relay_queries(n: int) -> int:
 
 def test_a_relay_batch_without_consumers_takes_the_same_queries_for_few_and_many_events():
     assert _relay_queries(3) == _relay_queries(80)
+
+
+def _relay_queries_with_consumers(n: int) -> int:
+    """Publish, in one relay batch, n events of which 60 % have in-process consumers (the start-up registry, with
+    their batch handlers): FLOAT_DEBIT_COMPLETED from ACHSENT (the notifier records a notification) and
+    FLOAT_DEBIT_RETURNED with a non-blocking code (the blocklist consumer and the notifier), the rest
+    SUBSCRIPTION_COMPLETED (no consumer). A blocking return is left out: blocking a user is per user, by design."""
+    from payments.models import TransactionServiceNotification
+
+    completed, returned, subscriptions = n * 2 // 5, n // 5, n - n * 2 // 5 - n // 5
+    floats = _payments(completed + returned)
+    payment_apply_status_many(payment_ids=[p.pk for p in floats[:completed]], to_status="COMPLETED",
+                              source="check_ach")
+    for payment in floats[completed:]:
+        assert payment_apply_status(payment_id=payment.pk, to_status="FAILED", source="usio_sync",
+                                    failure="returned", return_code="R01", return_info="RETURNED").applied
+    subs = _payments(subscriptions, purpose="subscription")
+    payment_apply_status_many(payment_ids=[p.pk for p in subs], to_status="COMPLETED", source="check_ach")
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == n
+    notifications = TransactionServiceNotification.objects.count()
+    consumptions = OutboxConsumption.objects.filter(status="done").count()
+
+    count = _queries(lambda: outbox_relay_run(batch_size=100, max_batches=1))
+
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert TransactionServiceNotification.objects.count() - notifications == completed + returned
+    assert OutboxConsumption.objects.filter(status="done").count() - consumptions == completed + 2 * returned
+    return count
+
+
+def test_a_relay_batch_with_consumers_takes_the_same_queries_for_few_and_many_events():
+    assert _relay_queries_with_consumers(5) == _relay_queries_with_consumers(50)

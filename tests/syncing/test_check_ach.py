@@ -249,14 +249,18 @@ def test_an_answer_breaking_the_protocol_dead_letters_that_payment_alone(make_pa
     jpm = sorted((make_payment(purpose="subscription", submit_date=old) for _ in range(3)), key=lambda p: p.pk)
     usio = make_payment(submit_date=old)
     sandbox.advance(days=2)
-    first, before = jpm[0], state(jpm[0])
-    sandbox.fault("jpm.payment_status", "malformed", count=1)  # the first JPM payment (id order) gets it
+    before = {p.pk: state(p) for p in jpm}
+    # The first JPM request to arrive gets it (the look-ups run concurrently: not necessarily the first in id order).
+    sandbox.fault("jpm.payment_status", "malformed", count=1)
 
     stats = check_ach_process(payment_ids=[str(p.pk) for p in [*jpm, usio]], now=later())
 
+    [hit] = [r for r in sandbox.requests("jpm", "jpm.payment_status") if r["fault"] == "malformed"]
+    first = next(p for p in jpm if hit["path"].endswith(p.reference))
     assert (stats.examined, stats.dead_lettered, stats.completed, stats.errors) == (4, 1, 3, 0)
-    assert state(first) == before  # never half-updated
-    assert {Payment.objects.get(pk=p.pk).payment_status for p in [*jpm[1:], usio]} == {"COMPLETED"}
+    assert state(first) == before[first.pk]  # never half-updated
+    others = [p for p in [*jpm, usio] if p.pk != first.pk]
+    assert {Payment.objects.get(pk=p.pk).payment_status for p in others} == {"COMPLETED"}
     letter = DeadLetter.objects.get()
     assert (letter.task_name, letter.queue, letter.attempts) == (WORKER_TASK, "check-ach", 1)
     assert letter.args == [[str(first.pk)]] and letter.kwargs == {}
