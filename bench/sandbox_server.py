@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from sandbox.__main__ import parse_args as sandbox_args
+from sandbox.__main__ import serve
 from sandbox.app import SandboxApp
 from sandbox.conventions import AccountOutcome
-from sandbox.core import SandboxConfig
 from sandbox.jpm.wire import PaymentRecord
-from sandbox.keys import ensure_dev_keys
 
 
 def _json(data, status=200) -> Response:
@@ -103,22 +100,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     ours = parser.parse_args()
-    args = sandbox_args([])
-    _, public_key = ensure_dev_keys(args.keys_dir)
-    config = SandboxConfig(
-        host=ours.host, port=ours.port, hang_seconds=args.hang_seconds, jpm_public_key_path=str(public_key),
-        jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
-        rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
-    )
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server(ours.host, ours.port, BenchSandbox(SandboxApp(config)), threaded=True)
-    print(f"SANDBOX_READY http://{ours.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(sandbox_args(["--host", ours.host, "--port", str(ours.port)]), wrap=BenchSandbox)
 
 
 if __name__ == "__main__":

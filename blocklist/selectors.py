@@ -32,6 +32,22 @@ def blocklist_current_record(*, user_id: str) -> BlocklistRecord | None:
     return BlocklistRecord.objects.filter(user_id=user_id).order_by(*NEWEST_FIRST).first()
 
 
+def blocklist_current_records(*, user_ids) -> dict[str, BlocklistRecord]:
+    """``blocklist_current_record`` of many users: user id → newest record (users never on the blocklist left out).
+    One query on PostgreSQL (``DISTINCT ON``); one per user elsewhere."""
+    from django.db import connection
+
+    user_ids = sorted(set(user_ids))
+    if not user_ids:
+        return {}
+    if connection.features.can_distinct_on_fields:
+        rows = (BlocklistRecord.objects.filter(user_id__in=user_ids)
+                .order_by("user_id", *NEWEST_FIRST).distinct("user_id"))
+        return {record.user_id: record for record in rows}
+    records = {user_id: blocklist_current_record(user_id=user_id) for user_id in user_ids}
+    return {user_id: record for user_id, record in records.items() if record is not None}
+
+
 def blocklist_is_blocked(*, user_id: str) -> bool:
     """True when the newest record of ``user_id`` is BLOCKED. Raises 422 ``invalid_user_id`` for a malformed id.
 

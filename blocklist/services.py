@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from blocklist.codes import BLOCKING_RETURN_CODES, blocklist_code_is_blocking, normalise_return_code
 from blocklist.models import BlocklistRecord, BlocklistSource, BlocklistStatus
-from blocklist.selectors import blocklist_current_record
+from blocklist.selectors import blocklist_current_record, blocklist_current_records
 from core.audit import audit_record
 from core.errors import ValidationError
 from core.validators import validate_user_id
@@ -30,6 +30,7 @@ __all__ = [
     "BlocklistChange",
     "blocklist_block",
     "blocklist_block_for_return",
+    "blocklist_block_for_returns",
     "blocklist_code_is_blocking",
     "blocklist_enqueue_removal",
     "blocklist_unblock",
@@ -103,24 +104,37 @@ def _lock_user(user_id: str) -> None:
     and two first blocks would both append. PostgreSQL: a transaction-scoped advisory lock on the user. SQLite:
     transactions begin IMMEDIATE (``config.settings.base.tune_database``), so writers are already serialised.
     """
+    _lock_users({user_id})
+
+
+def _lock_users(user_ids: set[str]) -> None:
+    """``_lock_user`` for several users in one statement, in lock-key order (two such calls never deadlock)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(user_id)])
+            cursor.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) keys",
+                           [sorted(_lock_key(user_id) for user_id in user_ids)])
 
 
-def _append(
+def _new_record(
     *, user_id: str, status: str, reason: str, source: str, actor: str, current: BlocklistRecord | None,
     return_code: str | None = None, payment_id: uuid.UUID | None = None,
 ) -> BlocklistRecord:
-    """Insert the user's new current record. Call under ``_lock_user`` with ``current`` read under that lock."""
+    """The user's new current record, unsaved. Build it under ``_lock_user`` with ``current`` read under that lock."""
     now = timezone.now()
     if current is not None and current.created_at > now:
         # Clocks of two hosts may disagree; the newest record must stay the one appended last.
         now = current.created_at
-    return BlocklistRecord.objects.create(
+    return BlocklistRecord(
         user_id=user_id, status=status, reason=reason, source=source, actor=actor, return_code=return_code,
         payment_id=payment_id, created_at=now,
     )
+
+
+def _append(**fields) -> BlocklistRecord:
+    """Insert the user's new current record (``_new_record``'s arguments). Call under ``_lock_user``."""
+    record = _new_record(**fields)
+    record.save(force_insert=True)
+    return record
 
 
 def blocklist_block(*, user_id: str, reason: str, actor: str, source: str = BlocklistSource.MANUAL) -> BlocklistChange:
@@ -184,28 +198,50 @@ def blocklist_block_for_return(
     payment is already on record (a redelivered return event must not re-block a user support has since
     unblocked). Raises 422 ``invalid_user_id`` / ``invalid_payment_id``.
     """
-    validate_user_id(user_id)
-    payment_uuid = _clean_payment_id(payment_id)
+    return blocklist_block_for_returns(returns=[(user_id, return_code, payment_id)], actor=actor) == 1
+
+
+def blocklist_block_for_returns(*, returns, actor: str = SYSTEM_ACTOR) -> int:
+    """``blocklist_block_for_return`` for many ``(user_id, return_code, payment_id)``, in one transaction and a
+    constant number of queries (the outbox relay's batch of return events): the same records as one call per item
+    in list order — a user blocked by an earlier item is not blocked again, a payment already on record blocks
+    nothing. Returns how many records were appended. Every item is validated first: one malformed item raises
+    (422 ``invalid_user_id`` / ``invalid_payment_id``) and nothing is written.
+    """
     actor = _clean_actor(actor)
-    code = normalise_return_code(return_code)
-    if not blocklist_code_is_blocking(code):
-        return False
+    items = []
+    for user_id, return_code, payment_id in returns:
+        validate_user_id(user_id)
+        payment_uuid = _clean_payment_id(payment_id)
+        code = normalise_return_code(return_code)
+        if blocklist_code_is_blocking(code):
+            items.append((user_id, code, payment_uuid))
+    if not items:
+        return 0
     with transaction.atomic():
-        _lock_user(user_id)
-        if payment_uuid is not None and BlocklistRecord.objects.filter(
-            user_id=user_id, source=BlocklistSource.AUTO, payment_id=payment_uuid
-        ).exists():
-            return False
-        current = blocklist_current_record(user_id=user_id)
-        if current is not None and current.status == BlocklistStatus.BLOCKED:
-            return False
-        record = _append(
-            user_id=user_id, status=BlocklistStatus.BLOCKED, reason=f"Payment returned with blocking code {code}.",
-            source=BlocklistSource.AUTO, actor=actor, current=current, return_code=code, payment_id=payment_uuid,
-        )
-    logger.info("user blocked for a return", extra={"user_id": user_id, "return_code": code,
-                                                     "blocklist_record_id": record.pk})
-    return True
+        _lock_users({user_id for user_id, _, _ in items})
+        payments = {payment for _, _, payment in items if payment is not None}
+        recorded = set(BlocklistRecord.objects.filter(source=BlocklistSource.AUTO, payment_id__in=payments)
+                       .values_list("payment_id", flat=True)) if payments else set()
+        current = blocklist_current_records(user_ids={user_id for user_id, _, _ in items})
+        appended = []
+        for user_id, code, payment in items:
+            previous = current.get(user_id)
+            if (payment is not None and payment in recorded) or (
+                    previous is not None and previous.status == BlocklistStatus.BLOCKED):
+                continue
+            record = _new_record(user_id=user_id, status=BlocklistStatus.BLOCKED,
+                                 reason=f"Payment returned with blocking code {code}.", source=BlocklistSource.AUTO,
+                                 actor=actor, current=previous, return_code=code, payment_id=payment)
+            current[user_id] = record
+            if payment is not None:
+                recorded.add(payment)
+            appended.append(record)
+        BlocklistRecord.objects.bulk_create(appended)
+    for record in appended:
+        logger.info("user blocked for a return", extra={"user_id": record.user_id, "return_code": record.return_code,
+                                                         "blocklist_record_id": record.pk})
+    return len(appended)
 
 
 def _send_removal(user_id: str, reason: str) -> None:

@@ -55,11 +55,13 @@ def blocklist_on_return(envelope: dict) -> None:
 
 
 def blocklist_on_returns(envelopes: list[dict]) -> None:
-    """``blocklist_on_return`` for each envelope, in order (the relay's batch handler: one savepoint and one bulk
-    write of the de-duplication rows for the batch instead of one per event). Most return codes do not block and
-    cost no query."""
-    for envelope in envelopes:
-        blocklist_on_return(envelope)
+    """``blocklist_on_return`` for many envelopes, set-based (``blocklist_block_for_returns``: the same records as
+    one call per envelope in order, a constant number of queries). A malformed one raises and nothing is written:
+    the relay then handles them one by one, and that one alone is dead-lettered."""
+    from blocklist.services import blocklist_block_for_returns
+
+    blocklist_block_for_returns(returns=[(e["data"]["user_id"], e["data"].get("return_code"), e["data"]["id"])
+                                         for e in envelopes], actor="system")
 
 
 def _change_key(envelope: dict) -> tuple[str, str, str]:

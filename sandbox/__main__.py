@@ -44,17 +44,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    _, public_key = ensure_dev_keys(args.keys_dir)
     if args.init_keys:
+        ensure_dev_keys(args.keys_dir)
         print(f"sandbox keys in {args.keys_dir}")
         return
+    serve(args)
+
+
+def serve(args, wrap=None) -> None:
+    """Serve the sandbox configured by ``args`` (``parse_args``) until interrupted; ``wrap(app)`` may wrap the WSGI
+    app (the benchmarks add bulk-seeding routes). Prints ``SANDBOX_READY <url>`` once listening."""
+    _, public_key = ensure_dev_keys(args.keys_dir)
     config = SandboxConfig(
         host=args.host, port=args.port, hang_seconds=args.hang_seconds, jpm_public_key_path=str(public_key),
         jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
         rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server(args.host, args.port, SandboxApp(config), threaded=True)
+    app = SandboxApp(config)
+    server = make_server(args.host, args.port, wrap(app) if wrap else app, threaded=True)
     print(f"SANDBOX_READY http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -119,6 +119,16 @@ def _text_of(response, exchange: Exchange, *, operation: str) -> str:
                                      operation=operation, exchange=exchange) from exc
 
 
+def _report_fields(start: datetime, end: datetime, report_type: str) -> dict:
+    """The ``GetTransactionList`` fields of a window; a bad report type or window → ``ValueError`` (nothing sent)."""
+    if report_type not in adapter.REPORT_TYPES:
+        raise ValueError(f"report_type must be one of {sorted(adapter.REPORT_TYPES)}")
+    start_text, end_text = _iso(start, "start"), _iso(end, "end")
+    if end <= start:
+        raise ValueError("end must be after start")
+    return {"StartDate": start_text, "EndDate": end_text, "ReportType": adapter.REPORT_TYPES[report_type]}
+
+
 class UsioClient(HttpClient):
     """The Usio API for one merchant account. Methods are keyword-only and validate before sending."""
 
@@ -285,26 +295,15 @@ class UsioClient(HttpClient):
         ``report_type``: ``transactions`` (by transaction date), ``ach_returns`` (by return date) or
         ``chargebacks`` (by chargeback date); dates are sent as ISO 8601 in UTC.
         """
-        if report_type not in adapter.REPORT_TYPES:
-            raise ValueError(f"report_type must be one of {sorted(adapter.REPORT_TYPES)}")
-        start_text, end_text = _iso(start, "start"), _iso(end, "end")
-        if end <= start:
-            raise ValueError("end must be after start")
-        fields = {"StartDate": start_text, "EndDate": end_text, "ReportType": adapter.REPORT_TYPES[report_type]}
-        return self._call("GetTransactionList", fields, adapter.transaction_list)
+        return self._call("GetTransactionList", _report_fields(start, end, report_type), adapter.transaction_list)
 
     def get_transaction_report(self, *, start: datetime, end: datetime,
                                report_type: str) -> adapter.UsioTransactionReport:
         """``get_transaction_list`` for a large window: the same request and the same errors (all raised here,
         after the whole answer was checked), but the records are read page by page
         (``UsioTransactionReport.pages``) instead of all at once; only the answer's text is kept."""
-        if report_type not in adapter.REPORT_TYPES:
-            raise ValueError(f"report_type must be one of {sorted(adapter.REPORT_TYPES)}")
-        start_text, end_text = _iso(start, "start"), _iso(end, "end")
-        if end <= start:
-            raise ValueError("end must be after start")
-        fields = {"StartDate": start_text, "EndDate": end_text, "ReportType": adapter.REPORT_TYPES[report_type]}
-        return self._call("GetTransactionList", fields, adapter.transaction_report, text_body=True)
+        return self._call("GetTransactionList", _report_fields(start, end, report_type), adapter.transaction_report,
+                          text_body=True)
 
     def refresh_token(self, *, token: str) -> UsioTokenRefresh:
         """A new token for the same card (``RefreshToken``, assumed: the new token is the ``Confirmation``).
