@@ -49,6 +49,24 @@ def outbox_record(*, type: str, subject: str, aggregate_id: str, data: dict,
 _MANY_CHUNK = 1000
 
 
+def _last_sequences(aggregates: list[str]) -> dict[str, int]:
+    """Aggregate id → its last event's sequence (aggregates without events left out).
+
+    PostgreSQL: one index probe per aggregate (``outbox_aggregate_sequence_unique``, newest first, LIMIT 1), whatever
+    the table's statistics say — a ``GROUP BY`` over an ``IN`` list was planned as a parallel scan of the whole
+    table once a bulk run had outgrown the last ANALYZE (0.5 s per check-ach job at 750,000 events).
+    """
+    if transaction.get_connection().vendor != "postgresql":
+        return dict(OutboxEvent.objects.filter(aggregate_id__in=aggregates)
+                    .values("aggregate_id").annotate(m=Max("sequence")).values_list("aggregate_id", "m"))
+    table = OutboxEvent._meta.db_table
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.id, (SELECT e.sequence FROM {table} e WHERE e.aggregate_id = a.id "  # noqa: S608 (model table)
+            "ORDER BY e.sequence DESC LIMIT 1) FROM unnest(%s::varchar[]) AS a(id)", [aggregates])
+        return {aggregate: sequence for aggregate, sequence in cursor.fetchall() if sequence is not None}
+
+
 def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = None) -> int:
     """``outbox_record`` for many events at once (each a dict of ``type``, ``subject``, ``aggregate_id``, ``data``,
     optionally ``occurred_at``):
@@ -64,9 +82,7 @@ def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = Non
     aggregates = sorted({str(e["aggregate_id"]) for e in events})
     last: dict[str, int] = {}
     for start in range(0, len(aggregates), _MANY_CHUNK):
-        rows = (OutboxEvent.objects.filter(aggregate_id__in=aggregates[start:start + _MANY_CHUNK])
-                .values("aggregate_id").annotate(m=Max("sequence")).values_list("aggregate_id", "m"))
-        last.update(rows)
+        last.update(_last_sequences(aggregates[start:start + _MANY_CHUNK]))
     moment = occurred_at or timezone.now()
     rows = []
     for event in events:

@@ -449,7 +449,9 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
             "amount numeric(12, 2), status varchar(16), return_code varchar(16), reference varchar(64), "
             "account_mask varchar(32), transaction_date timestamptz, event_date timestamptz, raw jsonb, "
             "ref_pk uuid) ON COMMIT DROP")
-        with cursor.cursor.copy(f"COPY usio_sync_copy ({', '.join(_PAGE_COLUMNS)}) FROM STDIN") as copy:
+        # psycopg's own cursor (Django's has no COPY): its errors wrapped into Django's, as for any query
+        with connection.wrap_database_errors, \
+                cursor.cursor.copy(f"COPY usio_sync_copy ({', '.join(_PAGE_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         del rows
