@@ -460,31 +460,35 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
             "CREATE TEMPORARY TABLE usio_sync_page ON COMMIT DROP AS SELECT t.*, coalesce("  # noqa: S608
             f"(SELECT c.id FROM {payments} c WHERE c.confirmation_id = t.confirmation), "
             f"(SELECT r.id FROM {payments} r WHERE r.id = t.ref_pk)) AS payment_id FROM usio_sync_copy t")
+        # Joins to the big tables are LATERAL … LIMIT 1 (each key is unique there): one index probe per page row,
+        # whatever the statistics say. A plain join was planned as a hash of the whole staging table per page once
+        # it had outgrown its last ANALYZE (temporary tables have no statistics at all): quadratic in the window.
         cursor.execute(
             "SELECT t.confirmation, p.id, p.confirmation_id, p.purpose, p.payment_method, p.payment_type, "  # noqa: S608
             "p.payment_provider, p.merchant_account, p.amount, p.payment_status, p.submit_date "
-            f"FROM usio_sync_page t JOIN {payments} p ON p.id = t.payment_id")
+            f"FROM usio_sync_page t CROSS JOIN LATERAL (SELECT * FROM {payments} c WHERE c.id = t.payment_id "
+            "LIMIT 1) p")
         for confirmation, *columns in cursor.fetchall():
             matched[confirmation] = _PaymentRow(*columns)
         cursor.execute(
             "SELECT count(*) FILTER (WHERE s.id IS NULL), "  # noqa: S608
-            f"count(*) FILTER (WHERE s.id IS NOT NULL AND {differs}) "
-            f"FROM usio_sync_page t LEFT JOIN {staging} s "
-            "ON s.confirmation = t.confirmation AND s.record_type = %(record_type)s", params)
-        new, changed = cursor.fetchone()
-        if new:
+            f"array_agg(s.id) FILTER (WHERE s.id IS NOT NULL AND {differs}) "
+            f"FROM usio_sync_page t LEFT JOIN LATERAL (SELECT * FROM {staging} x WHERE x.confirmation = t.confirmation "
+            "AND x.record_type = %(record_type)s LIMIT 1) s ON true", params)
+        new, changed_ids = cursor.fetchone()
+        changed = len(changed_ids or ())
+        if new:  # rows already staged (a parallel run's) are left to ON CONFLICT
             cursor.execute(
                 f"INSERT INTO {staging} (confirmation, record_type, merchant_account, {', '.join(_COMPARED)}, "  # noqa: S608
                 f"first_seen_at, updated_at) SELECT t.confirmation, %(record_type)s, %(merchant)s, {compared_new}, "
-                "%(moment)s, %(moment)s FROM usio_sync_page t WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {staging} s WHERE s.confirmation = t.confirmation "
-                "AND s.record_type = %(record_type)s) ON CONFLICT (confirmation, record_type) DO NOTHING", params)
+                "%(moment)s, %(moment)s FROM usio_sync_page t "
+                "ON CONFLICT (confirmation, record_type) DO NOTHING", params)
         if changed:
             assignments = ", ".join(f"{name} = t.{name}" for name in _COMPARED)
             cursor.execute(
                 f"UPDATE {staging} s SET merchant_account = %(merchant)s, {assignments}, "  # noqa: S608
-                "updated_at = %(moment)s FROM usio_sync_page t WHERE s.confirmation = t.confirmation "
-                f"AND s.record_type = %(record_type)s AND {differs}", params)
+                "updated_at = %(moment)s FROM usio_sync_page t WHERE s.id = ANY(%(changed)s) "
+                f"AND s.confirmation = t.confirmation AND {differs}", {**params, "changed": changed_ids})
         cursor.execute("DROP TABLE usio_sync_page, usio_sync_copy")
     stats.created += new
     stats.updated += changed
