@@ -24,10 +24,10 @@ from bench.common import (
     Timer,
     analyze,
     parse_args,
-    pg_exec,
     pg_scalar,
     report,
     server_versions,
+    timed_rolled_back,
     wait_for,
 )
 from bench.seed import copy_payments, make_payment
@@ -93,25 +93,13 @@ SELECT gen_random_uuid(), p.event_type, 'PaymentService', coalesce(p.confirmatio
 
 
 def baseline(gate: datetime) -> tuple[float, int]:
-    from django.db import connection, transaction
+    def work(cursor) -> int:
+        cursor.execute(BASELINE_UPDATE, [gate])
+        updated = cursor.rowcount
+        cursor.execute(BASELINE_INSERT, [gate])
+        return updated
 
-    with Timer() as t:
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute(BASELINE_UPDATE, [gate])
-                    updated = cursor.rowcount
-                    cursor.execute(BASELINE_INSERT, [gate])
-                raise _Rollback
-        except _Rollback:
-            pass
-    pg_exec("VACUUM ANALYZE payments_payment")
-    pg_exec("VACUUM ANALYZE core_outboxevent")
-    return t.seconds, updated
-
-
-class _Rollback(Exception):
-    pass
+    return timed_rolled_back(work, vacuum=("payments_payment", "core_outboxevent"))
 
 
 def progress() -> tuple[int, int]:

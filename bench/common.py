@@ -420,6 +420,29 @@ def copy_rows(table: str, columns: list[str], rows: Iterator[tuple]) -> int:
     return count
 
 
+class _Rollback(Exception):
+    pass
+
+
+def timed_rolled_back(work, *, vacuum: tuple[str, ...]) -> tuple[float, object]:
+    """A same-run baseline: ``work(cursor)`` timed inside one transaction that is then rolled back (the data stays
+    as seeded for the measured run), then ``VACUUM ANALYZE`` of ``vacuum`` (the rolled-back rows leave dead
+    tuples). Returns (seconds, what ``work`` returned)."""
+    from django.db import connection, transaction
+
+    result = None
+    with Timer() as t:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                result = work(cursor)
+                raise _Rollback
+        except _Rollback:
+            pass
+    for table in vacuum:
+        pg_exec(f"VACUUM ANALYZE {table}")
+    return t.seconds, result
+
+
 def analyze() -> None:
     pg_exec("ANALYZE")
 

@@ -26,10 +26,10 @@ from bench.common import (
     Timer,
     analyze,
     parse_args,
-    pg_exec,
     pg_scalar,
     report,
     server_versions,
+    timed_rolled_back,
     wait_for,
 )
 from bench.seed import copy_changes, copy_events, copy_payments, event_row, make_payment
@@ -79,25 +79,13 @@ def seed(n: int, now: datetime) -> dict:
     return counts
 
 
-class _Rollback(Exception):
-    pass
-
-
 def baseline() -> float:
-    from django.db import connection, transaction
+    def work(cursor):
+        cursor.execute("UPDATE core_outboxevent SET published_at = now() WHERE published_at IS NULL")
+        cursor.execute("INSERT INTO core_outboxfeedentry (event_id, published_at) "
+                       "SELECT position, now() FROM core_outboxevent ORDER BY position")
 
-    with Timer() as t:
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("UPDATE core_outboxevent SET published_at = now() WHERE published_at IS NULL")
-                    cursor.execute("INSERT INTO core_outboxfeedentry (event_id, published_at) "
-                                   "SELECT position, now() FROM core_outboxevent ORDER BY position")
-                raise _Rollback
-        except _Rollback:
-            pass
-    pg_exec("VACUUM ANALYZE core_outboxevent")
-    return t.seconds
+    return timed_rolled_back(work, vacuum=("core_outboxevent",))[0]
 
 
 def progress() -> dict:

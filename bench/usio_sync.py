@@ -25,10 +25,10 @@ from bench.common import (
     analyze,
     copy_rows,
     parse_args,
-    pg_exec,
     pg_scalar,
     report,
     server_versions,
+    timed_rolled_back,
     wait_for,
 )
 from bench.seed import FLOAT_DEBIT, copy_payments, make_payment
@@ -91,13 +91,7 @@ UPDATE payments_payment p
 """
 
 
-class _Rollback(Exception):
-    pass
-
-
 def baseline(ledger: list[dict]) -> float:
-    from django.db import connection, transaction
-
     def rows():
         now = datetime.now(UTC)
         for tx in ledger:
@@ -106,18 +100,11 @@ def baseline(ledger: list[dict]) -> float:
                    status, tx["return_code"] or tx["chargeback_code"] or "", tx["reference"], "****1234",
                    tx["created_at"], tx["returns_at"] or tx["chargeback_at"], json.dumps(tx), now, now)
 
-    with Timer() as t:
-        try:
-            with transaction.atomic():
-                copy_rows("syncing_usiotransaction", STAGING_COLUMNS, rows())
-                with connection.cursor() as cursor:
-                    cursor.execute(BASELINE_UPDATE)
-                raise _Rollback
-        except _Rollback:
-            pass
-    pg_exec("VACUUM ANALYZE payments_payment")
-    pg_exec("VACUUM ANALYZE syncing_usiotransaction")
-    return t.seconds
+    def work(cursor):
+        copy_rows("syncing_usiotransaction", STAGING_COLUMNS, rows())
+        cursor.execute(BASELINE_UPDATE)
+
+    return timed_rolled_back(work, vacuum=("payments_payment", "syncing_usiotransaction"))[0]
 
 
 def progress() -> dict:
