@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from blocklist.models import BlocklistRecord, BlocklistStatus
@@ -35,8 +36,6 @@ def blocklist_current_record(*, user_id: str) -> BlocklistRecord | None:
 def blocklist_current_records(*, user_ids) -> dict[str, BlocklistRecord]:
     """``blocklist_current_record`` of many users: user id → newest record (users never on the blocklist left out).
     One query on PostgreSQL (``DISTINCT ON``); one per user elsewhere."""
-    from django.db import connection
-
     user_ids = sorted(set(user_ids))
     if not user_ids:
         return {}
