@@ -99,8 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--keep-alive", type=int, default=5,
+                        help="seconds an idle connection stays open (gunicorn); 0 = Werkzeug, one connection per call")
     ours = parser.parse_args()
-    serve(sandbox_args(["--host", ours.host, "--port", str(ours.port)]), wrap=BenchSandbox)
+    serve(sandbox_args(["--host", ours.host, "--port", str(ours.port), "--keep-alive", str(ours.keep_alive)]),
+          wrap=BenchSandbox)
 
 
 if __name__ == "__main__":

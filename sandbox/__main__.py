@@ -1,8 +1,14 @@
-"""`python -m sandbox [--host H] [--port P] [--keys-dir D] [--hang-seconds S]`: serve the fake processors.
+"""`python -m sandbox [--host H] [--port P] [--keys-dir D] [--hang-seconds S] [--keep-alive S]`: serve the fake
+processors.
 
 Prints ``SANDBOX_READY http://H:P`` once it listens (``--port 0`` picks a free port). Every option also reads an
-environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_KEYS_DIR, SANDBOX_HANG_SECONDS,
+environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_KEYS_DIR, SANDBOX_HANG_SECONDS, SANDBOX_KEEP_ALIVE,
 SANDBOX_JPM_WEBHOOK_URL, SANDBOX_JPM_WEBHOOK_SECRET, SANDBOX_RTP_ROUTING_NUMBERS).
+
+By default Werkzeug's threaded server serves it: it closes the connection after every answer. With ``--keep-alive
+S`` (> 0) gunicorn serves the same app instead — one process (the ledgers live in memory), gthread — and keeps an
+idle connection open for ``S`` seconds, as a real processor's front end does: the benchmarks use it, so that a
+client's connection reuse is measured and the fake's own per-connection cost does not stand in for ours.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where the JPM client's development key pair lives (created if missing)")
     parser.add_argument("--hang-seconds", type=float, default=float(env("SANDBOX_HANG_SECONDS", "35")),
                         help="how long a 'timeout' answer waits (longer than the clients' read timeout)")
+    parser.add_argument("--keep-alive", type=int, default=int(env("SANDBOX_KEEP_ALIVE", "0")),
+                        help="> 0: serve with gunicorn, keeping idle connections open this many seconds")
     parser.add_argument("--jpm-webhook-url", default=env("SANDBOX_JPM_WEBHOOK_URL",
                                                          "http://127.0.0.1:8000/webhooks/jpm"))
     parser.add_argument("--jpm-webhook-secret", default=env("SANDBOX_JPM_WEBHOOK_SECRET",
@@ -60,6 +68,9 @@ def serve(args, wrap=None) -> None:
         jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
         rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
     )
+    if args.keep_alive > 0:
+        _serve_gunicorn(args, lambda: wrap(SandboxApp(config)) if wrap else SandboxApp(config))
+        return
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = SandboxApp(config)
     server = make_server(args.host, args.port, wrap(app) if wrap else app, threaded=True)
@@ -71,6 +82,29 @@ def serve(args, wrap=None) -> None:
     finally:
         server.server_close()
         sys.stdout.flush()
+
+
+def _serve_gunicorn(args, make_app) -> None:
+    """Serve ``make_app()`` with gunicorn: one worker process (the app's state is in memory) with threads, HTTP/1.1
+    keep-alive for ``args.keep_alive`` seconds. The app is built in the worker."""
+    from gunicorn.app.base import BaseApplication
+
+    class Sandbox(BaseApplication):
+        def load_config(self):
+            def ready(server):
+                host, port = server.LISTENERS[0].sock.getsockname()[:2]
+                print(f"SANDBOX_READY http://{host}:{port}", flush=True)
+
+            settings = {"bind": f"{args.host}:{args.port}", "workers": 1, "worker_class": "gthread", "threads": 32,
+                        "keepalive": args.keep_alive, "timeout": int(args.hang_seconds) + 60, "backlog": 2048,
+                        "loglevel": "warning", "when_ready": ready}
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return make_app()
+
+    Sandbox().run()
 
 
 if __name__ == "__main__":
