@@ -170,6 +170,11 @@ def _parse_ids(payment_ids: Iterable) -> list[uuid.UUID]:
     return [pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk)) for pk in payment_ids]  # ValueError if not
 
 
+#: Seconds kept, after the last JPM look-up could end, for the job's database work (its batch's completions and
+#: failures) before the task's soft limit.
+DB_WORK_MARGIN_SECONDS = 5.0
+
+
 def _jpm_call_seconds() -> float:
     """The longest one JPM lookup can take before its client gives up (connect + read timeouts)."""
     return float(getattr(settings, "JPM_CONNECT_TIMEOUT", 3.05)) + float(getattr(settings, "JPM_READ_TIMEOUT", 30.0))
@@ -295,10 +300,10 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     that payment alone is written to ``DeadLetter`` (task ``WORKER_TASK``, ``args=[[payment_id]]``, the raw answer)
     and left unchanged; the others go on. No payment is examined after ``CHECK_ACH_TIME_BUDGET_SECONDS``
     (``skipped``). With ``time_limit`` (the Celery task passes its soft time limit) no JPM lookup is started that
-    could still be waiting for JPM when the limit strikes (connect + read timeouts): those payments are ``skipped``
-    too, instead of the job being killed. The JPM look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads
-    (``_jpm_lookups``: the same look-ups and outcomes as one after the other); all database work stays in this
-    thread.
+    could still be waiting for JPM when the limit strikes (connect + read timeouts, plus ``DB_WORK_MARGIN_SECONDS`` for
+    the database work after it): those payments are ``skipped`` too, instead of the job being killed. The JPM
+    look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads (``_jpm_lookups``: the same look-ups and outcomes
+    as one after the other); all database work stays in this thread.
 
     Side effects: the batch's completions in one ``payment_apply_status_many`` transaction, each failure in its
     own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
@@ -309,7 +314,8 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     ids = _parse_ids(payment_ids)
     started = time.monotonic()
     deadline = started + time_budget()
-    jpm_deadline = started + time_limit - _jpm_call_seconds() if time_limit is not None else None
+    jpm_deadline = (started + time_limit - _jpm_call_seconds() - DB_WORK_MARGIN_SECONDS if time_limit is not None
+                    else None)
     stats = CheckAchStats(examined=len(ids))
     payments = list(check_ach_candidates().filter(pk__in=ids).only(*WORKER_FIELDS).order_by("id"))
     stats.unchanged += len(ids) - len(payments)

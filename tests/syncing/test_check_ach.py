@@ -27,6 +27,7 @@ from payments.models import Payment, PaymentStatusChange
 from payments.prenotes import prenote_process_batch
 from payments.transaction_service import ts_notifications_send_due
 from syncing.check_ach import (
+    DB_WORK_MARGIN_SECONDS,
     SCHEDULER_TASK,
     WORKER_TASK,
     check_ach_process,
@@ -339,6 +340,22 @@ def test_the_task_starts_no_jpm_lookup_that_could_outlive_its_time_limit(make_pa
     assert Payment.objects.get(pk=usio.pk).payment_status == "COMPLETED"
     settings.JPM_READ_TIMEOUT = 1.5
     assert check_ach_process_task([str(jpm.pk)])["completed"] == 1  # a normal timeout fits: asked and resolved
+
+
+def test_a_jpm_lookup_leaves_the_job_time_for_its_database_work_before_the_soft_limit(make_payment, sandbox,
+                                                                                    settings):
+    old = timezone.now() - WEEK
+    jpm = make_payment(purpose="subscription", submit_date=old)
+    before = state(jpm)
+    # 49 s soft limit - (3.05 s connect + 42 s read) = 3.95 s: the look-up itself would end in time, but not the
+    # database work after it (DB_WORK_MARGIN_SECONDS).
+    settings.JPM_CONNECT_TIMEOUT, settings.JPM_READ_TIMEOUT = 3.05, 42.0
+    assert 0 < check_ach_process_task.soft_time_limit - 45.05 < DB_WORK_MARGIN_SECONDS
+
+    stats = check_ach_process_task([str(jpm.pk)])
+
+    assert (stats["skipped"], stats["completed"]) == (1, 0)
+    assert state(jpm) == before and jpm_status_calls(sandbox) == 0
 
 
 # --- selection in the worker, idempotency ------------------------------------------------------------------------
