@@ -322,18 +322,34 @@ def _match(records: list[UsioRecord]) -> dict[str, Payment]:
     return matched
 
 
-def _raw(record: UsioRecord) -> dict:
-    """The record as the adapter gave it, JSON-able (amounts as strings, dates ISO). Usio reports carry no account
-    numbers; ``account_mask`` is already masked."""
-    raw = {}
-    for item in dataclass_fields(record):  # flat fields: a shallow read (``asdict`` deep-copies, ~5x slower)
-        name, value = item.name, getattr(record, item.name)
-        if isinstance(value, Decimal):
-            value = str(value)
+#: ``"name": `` of each of the adapter's record fields, in order, as ``json.dumps`` writes a key (``_raw_json``).
+_RAW_KEYS = tuple((item.name, json.dumps(item.name) + ": ") for item in dataclass_fields(UsioRecord))
+_json_string = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
+
+
+def _raw_json(record: UsioRecord) -> str:
+    """The record as the adapter gave it, as JSON text (amounts as strings, dates ISO): the staging ``raw`` of every
+    record of every page. Usio reports carry no account numbers; ``account_mask`` is already masked. Written
+    directly — no dict per record, no generic encoder: the text ``json.dumps`` gives the same object."""
+    parts = []
+    for name, key in _RAW_KEYS:  # flat fields: a shallow read (``asdict`` deep-copies, ~5x slower)
+        value = getattr(record, name)
+        if value is None:
+            parts.append(key + "null")
+        elif isinstance(value, str):
+            parts.append(key + _json_string(value))
+        elif isinstance(value, Decimal):
+            parts.append(f'{key}"{value}"')  # digits, sign, point: nothing to escape
         elif isinstance(value, datetime):
-            value = value.isoformat()
-        raw[name] = value
-    return raw
+            parts.append(f'{key}"{value.isoformat()}"')
+        else:
+            parts.append(key + json.dumps(value))
+    return "{" + ", ".join(parts) + "}"
+
+
+def _raw(record: UsioRecord) -> dict:
+    """``_raw_json`` as an object (the staging rows written through the ORM, off PostgreSQL)."""
+    return json.loads(_raw_json(record))
 
 
 def _event_date(record: UsioRecord, record_type: str) -> datetime | None:
@@ -412,6 +428,9 @@ class _PaymentRow:
     submit_date: datetime | None
 
 
+#: A matched payment's ``submit_date`` is read as microseconds since this instant (``_stage_and_match_pg``).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 #: The staging columns a record sets, in the order of the page table (``payment_id`` filled by the match).
 _PAGE_COLUMNS = ("confirmation", "kind", "amount", "status", "return_code", "reference", "account_mask",
                  "transaction_date", "event_date", "raw", "ref_pk")
@@ -430,13 +449,6 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
     an ``UPDATE`` is sent when none changed). Returns confirmation → the matched payment's columns.
     """
     staging, payments = UsioTransaction._meta.db_table, Payment._meta.db_table
-    rows = []
-    for record in records:
-        reference_pk = _reference_pk(record.reference)
-        rows.append((record.confirmation, record.transaction_type, record.amount, record.status,
-                     record.return_code or "", (record.reference or "")[:64], (record.account_mask or "")[:32],
-                     record.transaction_date, _event_date(record, record_type), json.dumps(_raw(record)),
-                     reference_pk))
     compared_old = ", ".join(f"s.{name}" for name in _COMPARED)
     compared_new = ", ".join(f"t.{name}" for name in _COMPARED)
     differs = f"(s.merchant_account, {compared_old}) IS DISTINCT FROM (%(merchant)s, {compared_new})"
@@ -452,9 +464,12 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
         # psycopg's own cursor (Django's has no COPY): its errors wrapped into Django's, as for any query
         with connection.wrap_database_errors, \
                 cursor.cursor.copy(f"COPY usio_sync_copy ({', '.join(_PAGE_COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        del rows
+            write = copy.write_row
+            for record in records:  # written as built: no list of rows
+                write((record.confirmation, record.transaction_type, record.amount, record.status,
+                       record.return_code or "", (record.reference or "")[:64], (record.account_mask or "")[:32],
+                       record.transaction_date, _event_date(record, record_type), _raw_json(record),
+                       _reference_pk(record.reference)))
         # matched as ``_match`` does: by confirmation, else by our reference (no write: a table made by a SELECT)
         cursor.execute(
             "CREATE TEMPORARY TABLE usio_sync_page ON COMMIT DROP AS SELECT t.*, coalesce("  # noqa: S608
@@ -465,11 +480,15 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
         # it had outgrown its last ANALYZE (temporary tables have no statistics at all): quadratic in the window.
         cursor.execute(
             "SELECT t.confirmation, p.id, p.confirmation_id, p.purpose, p.payment_method, p.payment_type, "  # noqa: S608
-            "p.payment_provider, p.merchant_account, p.amount, p.payment_status, p.submit_date "
+            "p.payment_provider, p.merchant_account, p.amount, p.payment_status, "
+            # microseconds since the epoch, exact (``extract`` is numeric since PostgreSQL 14): Django's
+            # timestamptz loader is pure Python, the costliest column of this read by far
+            "(extract(epoch FROM p.submit_date) * 1000000)::bigint "
             f"FROM usio_sync_page t CROSS JOIN LATERAL (SELECT * FROM {payments} c WHERE c.id = t.payment_id "
             "LIMIT 1) p")
-        for confirmation, *columns in cursor.fetchall():
-            matched[confirmation] = _PaymentRow(*columns)
+        for confirmation, *columns, submitted in cursor.fetchall():
+            matched[confirmation] = _PaymentRow(
+                *columns, None if submitted is None else _EPOCH + timedelta(microseconds=submitted))
         cursor.execute(
             "SELECT count(*) FILTER (WHERE s.id IS NULL), "  # noqa: S608
             f"array_agg(s.id) FILTER (WHERE s.id IS NOT NULL AND {differs}) "

@@ -7,6 +7,7 @@ with ``now=``. Events reach their consumers (blocklist, prenote account status) 
 from __future__ import annotations
 
 import json
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -221,6 +222,45 @@ def test_a_settled_achsent_payment_completes_only_past_the_gate(sandbox, service
     assert counts(sync("transactions", window, now=gate + timedelta(days=3))) == expect(
         fetched=1, unchanged=1, matched=1)
     assert state() == after
+
+
+def test_the_gate_reads_the_submission_time_to_the_microsecond(sandbox, service, bank_account):
+    # A Wednesday's first and last microsecond (Chicago): read 1 µs off, either one falls on another day and its
+    # gate moves by a business day (the matched payments' columns are read without model instances).
+    day = datetime(2026, 3, 4).date()
+    first = float_ach(service, bank_account, SETTLES)
+    last = float_ach(service, bank_account, SETTLES)
+    window = around(first)
+    Payment.objects.filter(pk=first.pk).update(submit_date=datetime.combine(day, datetime.min.time(), tzinfo=CHICAGO))
+    Payment.objects.filter(pk=last.pk).update(submit_date=datetime.combine(day, datetime.max.time(), tzinfo=CHICAGO))
+    gate = datetime.combine(add_business_days(day, 3), datetime.min.time(), tzinfo=CHICAGO)
+
+    assert counts(sync("transactions", window, now=gate - timedelta(microseconds=1))) == expect(
+        fetched=2, created=2, matched=2)
+    assert {p.payment_status for p in Payment.objects.filter(pk__in=[first.pk, last.pk])} == {"ACHSENT"}
+
+    assert counts(sync("transactions", window, now=gate)) == expect(fetched=2, unchanged=2, matched=2, applied=2)
+    assert {p.payment_status for p in Payment.objects.filter(pk__in=[first.pk, last.pk])} == {"COMPLETED"}
+
+
+def test_the_staged_raw_is_the_record_as_listed(sandbox):
+    # References are ours (AdditionalSearch): quotes, backslashes and non-ASCII must come back as they were sent.
+    client = usio_client("float_debit")
+    references = ['with "quotes"', "back\\slash", "caf\u00e9 \u2028 \U0001f600", "plain-0042"]
+    for index, reference in enumerate(references):
+        client.submit_ach_payment(routing_number=ROUTING, account_number=SETTLES, trans_code=27,
+                                  amount=Decimal("5.10") + index, reference=reference, first_name="A", last_name="B")
+    window = (timezone.now() - timedelta(minutes=5), timezone.now() + timedelta(minutes=5))
+
+    assert sync("transactions", window).created == len(references)
+
+    listed = client.get_transaction_list(start=window[0], end=window[1], report_type="transactions").transactions
+    expected = {record.confirmation: {
+        name: value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, Decimal) else value
+        for name, value in ((item.name, getattr(record, item.name)) for item in dataclass_fields(record))}
+        for record in listed}
+    assert {row.confirmation: row.raw for row in UsioTransaction.objects.all()} == expected
+    assert sorted(raw["reference"] for raw in expected.values()) == sorted(references)
 
 
 def test_a_settled_ach_credit_completes_at_once_and_notifies_the_transaction_service(sandbox, service,
