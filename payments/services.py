@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -253,9 +254,11 @@ def payment_claim(*, principal: Principal, idempotency_key: str, fingerprint: st
     """
     request = payment_validate(principal=principal, data=data)
     begin_kwargs = {"lease_seconds": lease_seconds} if lease_seconds else {}
+    # The payment's id is chosen now so that a new key is linked to it by its INSERT (no idempotency_attach).
+    payment_id = uuid.uuid4()
     with transaction.atomic():
         outcome = idempotency_begin(client_id=principal.client_id, key=idempotency_key, fingerprint=fingerprint,
-                                    **begin_kwargs)
+                                    resource_id=str(payment_id), **begin_kwargs)
         if isinstance(outcome, Replay):
             return Claim(request=request, response=SubmissionResult(
                 outcome.status_code, outcome.body, replayed=True, payment_id=outcome.resource_id))
@@ -267,13 +270,13 @@ def payment_claim(*, principal: Principal, idempotency_key: str, fingerprint: st
             checked = _precheck(request)
         except ServiceError as exc:
             body = _error_body(exc)
-            idempotency_complete(record=record, status_code=exc.status_code, body=body)
+            idempotency_complete(record=record, status_code=exc.status_code, body=body, no_resource=True)
             logger.info("payment refused", extra={"user_id": request.user_id, "code": exc.code})
             return Claim(request=request, record=record, response=SubmissionResult(exc.status_code, body))
 
         now = timezone.now()
         payment = Payment(
-            user_id=request.user_id, purpose=request.purpose, payment_method=request.payment_method,
+            id=payment_id, user_id=request.user_id, purpose=request.purpose, payment_method=request.payment_method,
             payment_type=request.payment_type, payment_provider=request.route.provider, amount=request.amount,
             loan_id=request.loan_id, subscription_id=request.subscription_id, cbc_card_id=request.cbc_card_id,
             account_id=request.account_id if needs_bank_account(request) else None,
@@ -290,7 +293,8 @@ def payment_claim(*, principal: Principal, idempotency_key: str, fingerprint: st
         # written here; it carries no event (SPEC §4: submitting writes none).
         PaymentStatusChange.objects.create(payment=payment, from_status=None, to_status=Status.PROCESSING,
                                            source=Source.API, actor=request.actor[:150])
-        idempotency_attach(record=record, resource_id=str(payment.pk))
+        if record.resource_id != str(payment.pk):  # a stale key claimed afresh keeps its (empty) link: set it
+            idempotency_attach(record=record, resource_id=str(payment.pk))
     logger.info("payment created", extra={"payment_id": str(payment.pk), "user_id": request.user_id,
                                           "provider": payment.payment_provider, "method": payment.payment_method})
     return Claim(request=request, record=record, payment=payment)
@@ -325,7 +329,8 @@ def payment_apply_outcome(*, claim: Claim, outcome: ProcessorOutcome) -> Submiss
             payment_id=payment.pk, to_status=to_status, source=Source.API, actor=request.actor[:150],
             failure=failure, return_code=outcome.code if to_status == Status.FAILED else None,
             return_info=outcome.message if to_status == Status.FAILED else None,
-            confirmation_id=outcome.confirmation_id or None, raw_payload_ref=outcome.raw_payload_ref)
+            confirmation_id=outcome.confirmation_id or None, raw_payload_ref=outcome.raw_payload_ref,
+            savepoint=False)  # an error here ends this whole transaction: nothing of step 3 is kept
         if outcome.invalidate_card_token:
             card_invalidate(user_id=payment.user_id, actor="system",
                             reason=f"payment {payment.pk} declined {outcome.code}: {outcome.message}",

@@ -109,16 +109,22 @@ def payment_apply_status(
     merchant_account: str | None = None,
     raw_payload_ref: str = "",
     at: datetime | None = None,
+    savepoint: bool = True,
 ) -> TransitionResult:
     """Move a payment to ``to_status`` if SPEC §3 allows it from its current status; else change nothing.
 
     Side effects, all in one transaction: the conditional update (status, ``version`` + 1, dates, codes, the
     processor's ``confirmation_id`` when first known), one ``PaymentStatusChange`` row, and the event of
     ``event_type_for`` in the outbox. Idempotent: applying the same change twice applies it once.
+
+    Inside a caller's transaction the change is a savepoint, so that a caller catching its error (an
+    ``IntegrityError``: the processor id belongs to another payment) can go on with nothing of it applied.
+    ``savepoint=False`` (two round trips fewer) only for a caller that never does: its error always ends the
+    caller's whole transaction, which rolls back with it (the submission's step 3).
     """
     if to_status not in TRANSITIONS:
         raise ValueError(f"unknown status {to_status!r}")
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         payment = Payment.objects.select_for_update().get(pk=payment_id)
         at = at or timezone.now()  # after the lock: a change that waited for the row happened when it applied
         previous = payment.payment_status

@@ -102,7 +102,8 @@ def _invalid_key() -> BadRequest:
 
 
 def idempotency_begin(
-    *, client_id: str, key: str, fingerprint: str, lease_seconds: int = DEFAULT_LEASE_SECONDS
+    *, client_id: str, key: str, fingerprint: str, lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    resource_id: str | None = None,
 ) -> IdempotencyOutcome:
     """Claim ``key`` for ``client_id``, or say what became of the request that claimed it first.
 
@@ -116,6 +117,10 @@ def idempotency_begin(
     - in progress with an expired lease → ``Stale``: the caller takes the record over, its lease renewed for
       ``lease_seconds`` (so a concurrent retry now gets 409).
     No record → a new one, in progress, leased for ``lease_seconds`` → ``Claimed``.
+
+    ``resource_id``: the id of what the caller will create in this same transaction, linked to a NEW record at once
+    (what ``idempotency_attach`` does, one UPDATE fewer); an existing record keeps its own. A caller that then
+    creates nothing completes the record with ``no_resource=True`` (or its transaction rolls the claim back).
 
     Race safety: the claim is an ``INSERT … ON CONFLICT DO NOTHING`` under the (client_id, key) unique constraint.
     A concurrent second INSERT blocks until the first transaction ends (PostgreSQL; SQLite serialises writers),
@@ -137,7 +142,8 @@ def idempotency_begin(
 
     for _ in range(_CLAIM_ATTEMPTS):
         record = IdempotencyKey(client_id=client_id, key=key, fingerprint=fingerprint,
-                                status=IdempotencyKeyStatus.IN_PROGRESS, lease_expires_at=timezone.now() + lease)
+                                status=IdempotencyKeyStatus.IN_PROGRESS, lease_expires_at=timezone.now() + lease,
+                                resource_id=str(resource_id) if resource_id else None)
         if _insert_unless_taken(record):
             return Claimed(record)
         record = IdempotencyKey.objects.select_for_update().filter(client_id=client_id, key=key).first()
@@ -225,7 +231,8 @@ def idempotency_attach(*, record: IdempotencyKey, resource_id: str) -> bool:
 
 
 def idempotency_complete(
-    *, record: IdempotencyKey, status_code: int, body: Any, resource_id: str | None = None
+    *, record: IdempotencyKey, status_code: int, body: Any, resource_id: str | None = None,
+    no_resource: bool = False,
 ) -> bool:
     """Store the response for replay and mark the record completed (call in the caller's final transaction).
 
@@ -233,10 +240,13 @@ def idempotency_complete(
     so a replay is the same document
     (the same JSON; PostgreSQL's jsonb may reorder object keys). Conditional on the record being in progress: the first
     completion wins; a later one (e.g. the original request finishing after a ``Stale`` takeover completed it)
-    returns False and changes nothing.
+    returns False and changes nothing. ``no_resource``: the request created nothing — the record's ``resource_id``
+    (one given to ``idempotency_begin``) is cleared.
     """
     if not isinstance(status_code, int) or not 100 <= status_code <= 599:
         raise ValueError("status_code must be an HTTP status (100 to 599)")
+    if no_resource and resource_id is not None:
+        raise ValueError("no_resource and resource_id exclude each other")
     stored = json.loads(json.dumps(body, cls=JSONEncoder))
     now = timezone.now()
     fields = {
@@ -248,6 +258,8 @@ def idempotency_complete(
     }
     if resource_id is not None:
         fields["resource_id"] = str(resource_id)
+    elif no_resource:
+        fields["resource_id"] = None
     updated = IdempotencyKey.objects.filter(pk=record.pk, status=IdempotencyKeyStatus.IN_PROGRESS).update(**fields)
     if not updated:
         logger.warning("idempotency key not completed: no longer in progress", extra={"idempotency_key_id": record.pk})

@@ -73,6 +73,33 @@ def test_a_new_key_is_claimed_in_progress_with_a_lease():
 
 
 @pytest.mark.django_db
+def test_a_new_key_claimed_with_a_resource_id_is_linked_to_it_at_once():
+    outcome = begin(resource_id="pay_1")
+    assert isinstance(outcome, Claimed) and outcome.record.resource_id == "pay_1"
+    assert IdempotencyKey.objects.get().resource_id == "pay_1"
+
+
+@pytest.mark.django_db
+def test_an_existing_record_keeps_its_own_resource_id_whatever_the_retry_brings():
+    begin(resource_id="pay_1")
+    IdempotencyKey.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    outcome = begin(resource_id="pay_2")
+    assert isinstance(outcome, Stale) and outcome.record.resource_id == "pay_1"
+    assert IdempotencyKey.objects.get().resource_id == "pay_1"
+
+
+@pytest.mark.django_db
+def test_completing_with_no_resource_clears_the_claimed_resource_id():
+    record = begin(resource_id="pay_1").record
+    with pytest.raises(ValueError):
+        idempotency_complete(record=record, status_code=422, body={}, resource_id="pay_1", no_resource=True)
+    assert idempotency_complete(record=record, status_code=422, body={"error": {}}, no_resource=True) is True
+    stored = IdempotencyKey.objects.get()
+    assert (stored.status, stored.resource_id, stored.response_status_code) == ("completed", None, 422)
+    assert begin() == Replay(status_code=422, body={"error": {}}, resource_id=None)
+
+
+@pytest.mark.django_db
 def test_same_key_and_fingerprint_after_completion_replays_the_stored_response_and_changes_nothing():
     record = begin().record
     body = {"id": "pay_1", "amount": Decimal("10.50"), "at": datetime(2026, 11, 20, 12, 0, tzinfo=UTC)}

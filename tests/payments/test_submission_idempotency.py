@@ -140,6 +140,34 @@ def test_crash_between_step_2_and_3_then_a_retry_after_the_lease(sandbox, servic
     assert Payment.objects.count() == 1
 
 
+def test_a_failing_step_3_keeps_nothing_of_it_and_leaves_the_payment_to_the_reconciler(sandbox, service_principal,
+                                                                                      bank_account):
+    """Step 3 changes the status without a savepoint of its own: an error in it (a database one here: the
+    processor's id already belongs to another payment) must still roll ALL of step 3 back — no status change, no
+    history row, no event, no stored answer — and leave step 1's state (PROCESSING, key in progress)."""
+    from django.db import IntegrityError
+
+    from core.models import OutboxEvent
+
+    principal, _ = service_principal
+    bank_account()
+    key = new_key()
+    claim = _claim(principal, payment_body(), key)
+    outcome = payment_call_processor(claim=claim)
+    assert outcome.kind == "sent" and outcome.confirmation_id
+    other = _claim(principal, payment_body(), new_key()).payment
+    Payment.objects.filter(pk=other.pk).update(confirmation_id=outcome.confirmation_id)
+    before = snapshot()
+    with pytest.raises(IntegrityError):
+        payment_apply_outcome(claim=claim, outcome=outcome)
+    assert snapshot() == before
+    assert Payment.objects.get(pk=claim.payment.pk).payment_status == "PROCESSING"
+    assert OutboxEvent.objects.count() == 0
+    record = IdempotencyKey.objects.get(key=key)
+    assert (record.status, record.response_status_code, record.resource_id) == ("in_progress", None,
+                                                                               str(claim.payment.pk))
+
+
 def test_steps_run_separately_give_the_same_result(sandbox, service_principal, bank_account):
     principal, client = service_principal
     bank_account()
@@ -196,6 +224,28 @@ def test_a_stale_key_without_a_payment_is_claimed_afresh(sandbox, service_princi
     response = post_payment(client, body, key=key)
     assert response.status_code == 201
     assert Payment.objects.count() == 1 and len(processor_calls(sandbox)) == 1
+
+
+def test_step_1_links_the_key_to_the_payment_it_creates(sandbox, service_principal, bank_account):
+    """A crash right after step 1 must leave the key pointing at its payment (``Stale`` recovery reads it): a new
+    key, and a stale key without a payment claimed afresh."""
+    from django.utils import timezone
+
+    from core.idempotency import fingerprint
+
+    principal, _ = service_principal
+    bank_account()
+    body = payment_body()
+    claim = _claim(principal, body, new_key())
+    assert IdempotencyKey.objects.get(pk=claim.record.pk).resource_id == str(claim.payment.pk)
+
+    key = new_key()
+    IdempotencyKey.objects.create(client_id=principal.client_id, key=key, status="in_progress",
+                                  fingerprint=fingerprint(method="POST", path="/api/v1/payments", body=body),
+                                  lease_expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    claim = _claim(principal, body, key)
+    assert IdempotencyKey.objects.get(key=key).resource_id == str(claim.payment.pk)
+    assert Payment.objects.count() == 2 and processor_calls(sandbox) == []
 
 
 def test_conflict_and_mismatch_change_nothing(sandbox, service_principal, bank_account):

@@ -46,6 +46,7 @@ def test_blocked_user_cannot_pay_by_ach(sandbox, service, bank_account):
     assert again["Idempotent-Replayed"] == "true"
     assert_refused(again, 422, "user_blocklisted", sandbox, before)
     assert IdempotencyKey.objects.get(key=key).response_status_code == 422
+    assert IdempotencyKey.objects.get(key=key).resource_id is None  # no payment: the key points at none
 
 
 def test_blocked_user_may_still_pay_by_card(sandbox, service, debit_card):
