@@ -36,7 +36,7 @@ from integrations.errors import (
     ProcessorDeclined,
     ProcessorProtocolError,
 )
-from integrations.http import Exchange, HttpClient
+from integrations.http import DEFAULT_KEEPALIVE_SECONDS, Exchange, HttpClient
 from integrations.jpm import adapter
 from integrations.jpm.adapter import (
     JpmPaymentNotFound,
@@ -251,7 +251,9 @@ def _private_key(path: str, setting: str):
 
 
 def jpm_client() -> JpmClient:
-    """A client configured from the JPM_* settings, read now (so ``override_settings`` applies)."""
+    """A client configured from the JPM_* settings, read now (so ``override_settings`` applies). Its calls go
+    through the thread's kept-alive connections, none reused after ``PROCESSOR_KEEPALIVE_SECONDS`` idle
+    (``integrations.http.KeptAliveAdapter``)."""
     required = ("JPM_BASE_URL", "JPM_TOKEN_URL", "JPM_CLIENT_ID", "JPM_PRIVATE_KEY_PATH")
     missing = [name for name in required if not getattr(settings, name, "")]
     if missing:
@@ -279,4 +281,5 @@ def jpm_client() -> JpmClient:
         signer=signer,
         cert=(cert_path, key_path) if cert_path else None,
         verify=settings.JPM_CA_BUNDLE or True,
+        keepalive_seconds=getattr(settings, "PROCESSOR_KEEPALIVE_SECONDS", DEFAULT_KEEPALIVE_SECONDS),
     )

@@ -35,7 +35,7 @@ from integrations.errors import (
     ProcessorError,
     ProcessorProtocolError,
 )
-from integrations.http import Exchange, HttpClient
+from integrations.http import DEFAULT_KEEPALIVE_SECONDS, Exchange, HttpClient
 from integrations.usio import adapter
 from integrations.usio.adapter import (
     UsioBalance,
@@ -300,8 +300,9 @@ class UsioClient(HttpClient):
     def get_transaction_report(self, *, start: datetime, end: datetime,
                                report_type: str) -> adapter.UsioTransactionReport:
         """``get_transaction_list`` for a large window: the same request and the same errors (all raised here,
-        after the whole answer was checked), but the records are read page by page
-        (``UsioTransactionReport.pages``) instead of all at once; only the answer's text is kept."""
+        after the whole answer was checked), but the records are handed out page by page
+        (``UsioTransactionReport.pages``); the answer is read record by record, each converted once and kept,
+        without its text or JSON tree."""
         return self._call("GetTransactionList", _report_fields(start, end, report_type), adapter.transaction_report,
                           text_body=True)
 
@@ -317,7 +318,9 @@ class UsioClient(HttpClient):
 def usio_client(account_name: str) -> UsioClient:
     """The client of a configured merchant account (``USIO_ACCOUNTS[account_name]``), settings read now.
 
-    Unknown name, missing credentials or no ``USIO_BASE_URL`` → ``ProcessorConfigurationError``.
+    Unknown name, missing credentials or no ``USIO_BASE_URL`` → ``ProcessorConfigurationError``. Its calls go
+    through the thread's kept-alive connections (``integrations.http.KeptAliveAdapter``), none reused after
+    ``PROCESSOR_KEEPALIVE_SECONDS`` idle (default 1; 0: a new connection per client).
     """
     accounts = getattr(settings, "USIO_ACCOUNTS", {}) or {}
     account = accounts.get(account_name)
@@ -332,6 +335,7 @@ def usio_client(account_name: str) -> UsioClient:
         base_url=settings.USIO_BASE_URL,
         connect_timeout=settings.USIO_CONNECT_TIMEOUT,
         read_timeout=settings.USIO_READ_TIMEOUT,
+        keepalive_seconds=getattr(settings, "PROCESSOR_KEEPALIVE_SECONDS", DEFAULT_KEEPALIVE_SECONDS),
     )
 
 
