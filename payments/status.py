@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Literal
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from core.bulk import bulk_insert
@@ -173,13 +173,14 @@ def payment_apply_status_many(
 ) -> dict:
     """``payment_apply_status`` for many payments moving to ``to_status``, set-based, in ONE transaction: the rows
     locked in one ``SELECT … FOR UPDATE`` (id order), the same SPEC §3 check per payment, one conditional update per
-    group of payments getting identical values, the ``PaymentStatusChange`` rows and the outbox events written in
+    group of payments setting the same columns (a value that differs between them: a ``CASE`` over their ids), the
+    ``PaymentStatusChange`` rows and the outbox events written in
     bulk (``outbox_record_many``). Each payment gets exactly the values ``payment_apply_status`` gives it (status,
     ``version`` + 1, dates, codes, ``event_type``, ``updated_at``, a first ``confirmation_id`` / ``merchant_account``).
     ``raw_payload_refs``: payment id → reference for its history row; ``details``: payment id → the keyword
     arguments of ``payment_apply_status`` that differ per payment (``failure``, ``return_code``, ``return_info``,
-    ``confirmation_id``, ``merchant_account``, ``at``). Query count: constant when the payments share their values
-    (a batch of completions), one update per distinct set of values otherwise — never a transaction per payment.
+    ``confirmation_id``, ``merchant_account``, ``at``). Query count: constant — one update per set of columns
+    written (a few kinds at most: codes or not, a first confirmation id or not), never per payment or per value.
 
     Returns ``{payment_id: TransitionResult}`` for every id found (a payment whose change is refused: not applied).
     A payment id must appear once.
@@ -206,11 +207,13 @@ def payment_apply_status_many(
             payment_at = extra.get("at") or default_at
             event_type = event_type_for(payment, to_status, failure)
             updates = _status_values(payment, to_status, failure, payment_at, extra, event_type)
-            groups.setdefault((tuple(sorted(updates.items())), sources), []).append(payment.pk)
+            groups.setdefault((tuple(sorted(updates)), sources), []).append((payment.pk, updates))
             applied.append((payment, previous, event_type, updates, payment_at))
-        for (values, sources), pks in groups.items():
+        for (names, sources), rows in groups.items():
+            pks = [pk for pk, _ in rows]
             changed = Payment.objects.filter(pk__in=pks, payment_status__in=sources).update(
-                **dict(values), payment_status=to_status, version=F("version") + 1, updated_at=now)
+                **{name: _per_row(name, rows) for name in names}, payment_status=to_status,
+                version=F("version") + 1, updated_at=now)
             if changed != len(pks):  # cannot happen under the row locks; the condition is the backstop
                 raise RuntimeError("conditional status update did not apply under lock")
         changes, events = [], []
@@ -235,6 +238,18 @@ def payment_apply_status_many(
                     extra={"to_status": to_status, "source": source, "count": len(applied),
                            "payment_ids": [str(payment.pk) for payment, *_ in applied]})
     return results
+
+
+def _per_row(name: str, rows: list[tuple]) -> object:
+    """The value of column ``name`` for an UPDATE of ``rows`` ((payment id, its values)): the value itself when they
+    all share it, else one ``CASE`` over the ids (one statement however many distinct values: a Usio window's returns
+    each carry their own return date)."""
+    values = [updates[name] for _, updates in rows]
+    if all(value == values[0] for value in values):
+        return values[0]
+    field = Payment._meta.get_field(name)
+    return Case(*[When(pk=pk, then=Value(updates[name], output_field=field)) for pk, updates in rows],
+                output_field=field)
 
 
 def _refused(payment: Payment, to_status: str, source: str) -> TransitionResult:

@@ -160,6 +160,42 @@ def test_bulk_status_change_queries_do_not_grow_and_write_what_one_by_one_writes
     assert OutboxEvent.objects.count() == PaymentStatusChange.objects.count() == 33
 
 
+def test_bulk_returns_with_their_own_dates_and_codes_take_the_same_queries_and_write_what_one_by_one_writes():
+    """A Usio window's returns each carry their own return date and code: still one UPDATE for all of them."""
+    base = timezone.now() - timedelta(days=2)
+
+    def details_for(payments) -> dict:
+        return {p.pk: {"failure": "returned", "return_code": f"R0{i % 9 + 1}", "return_info": f"RETURNED {i}",
+                       "at": base + timedelta(minutes=i)} for i, p in enumerate(payments)}
+
+    def run(n: int) -> tuple[int, list[Payment], dict]:
+        payments = _payments(n)
+        details = details_for(payments)
+        count = _queries(lambda: payment_apply_status_many(
+            payment_ids=[p.pk for p in payments], to_status="FAILED", source="usio_sync", details=details))
+        return count, list(Payment.objects.filter(pk__in=details)), details
+
+    few, _, _ = run(2)
+    many, done, details = run(30)
+    assert few == many
+
+    # Each payment got its own values, the same as payment_apply_status writes for it alone.
+    single = _payments(1)[0]
+    alone = details_for([single])[single.pk]
+    payment_apply_status(payment_id=single.pk, to_status="FAILED", source="usio_sync", **alone)
+    single.refresh_from_db()
+    for payment, wanted in [*((p, details[p.pk]) for p in done), (single, alone)]:
+        assert (payment.payment_status, payment.version, payment.event_type) == ("FAILED", 1, "FLOAT_DEBIT_RETURNED")
+        assert (payment.return_code, payment.return_info, payment.return_date) == (
+            wanted["return_code"], wanted["return_info"], wanted["at"])
+        changes = list(PaymentStatusChange.objects.filter(payment=payment))
+        assert [(c.to_status, c.return_code, c.at) for c in changes] == [("FAILED", wanted["return_code"],
+                                                                           wanted["at"])]
+        event = OutboxEvent.objects.get(aggregate_id=str(payment.pk))
+        assert event.data == payment_render(payment)
+    assert len({p.return_date for p in done}) == 30
+
+
 def test_payment_render_gives_exactly_what_the_serializer_gives():
     """``payment_render`` renders without DRF's per-field attribute walk: the same dict as
     ``PaymentOutput(payment).data`` for every kind of value (None, strings, Decimal, UUID, every date, the version)."""
