@@ -1,11 +1,26 @@
 """Payment serializers. ``PaymentOutput`` is also the ``data`` of every payment event (SPEC §4)."""
 
+from datetime import UTC
+
+from django.db import models
 from rest_framework import serializers
 
 from payments.models import Payment
 
 
+class UtcDateTimeField(serializers.DateTimeField):
+    """A date-time rendered in UTC (ISO 8601, ``Z``), whatever time zone a request may have activated: events and
+    API answers never depend on one. Also cheaper than DRF's default, which looks the current time zone up (a
+    context-local read) for every value."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("default_timezone", UTC)
+        super().__init__(**kwargs)
+
+
 class PaymentOutput(serializers.ModelSerializer):
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping,
+                                models.DateTimeField: UtcDateTimeField}
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=True)
 
     class Meta:

@@ -212,6 +212,15 @@ def test_payment_render_gives_exactly_what_the_serializer_gives():
     assert payment_render(Payment.objects.get(pk=full.pk))["amount"] == "1234.50"
 
 
+def test_payments_render_in_utc_whatever_time_zone_is_active():
+    payment = _payments(1)[0]
+    payment.refresh_from_db()
+    utc = payment_render(payment)
+    assert utc["submit_date"].endswith("Z") and utc["created_at"].endswith("Z")
+    with timezone.override("America/Chicago"):  # a request that activated another time zone changes nothing
+        assert payment_render(payment) == dict(PaymentOutput(payment).data) == utc
+
+
 def test_bulk_status_change_refuses_what_the_status_machine_refuses():
     completed = _payments(2, status="COMPLETED")
     in_flight = _payments(2)
