@@ -4,14 +4,17 @@
 ``bulk_create`` elsewhere. ``COPY`` sends each value in psycopg's own format, where ``bulk_create`` on PostgreSQL
 builds ``UNNEST`` arrays that psycopg quotes client-side: for rows carrying JSON (an outbox event's payment) that
 quoting was about a quarter of check-ach's set-based apply. The values are what ``save`` would write: each field's
-``pre_save`` (``auto_now_add`` and the like) and ``get_db_prep_save``. Like ``bulk_create`` on a backend that cannot
+``pre_save`` (``auto_now_add`` and the like) and ``get_db_prep_save`` (skipped where it would change nothing:
+``_preparer``). Like ``bulk_create`` on a backend that cannot
 return ids, the instances get no primary key back: use it where nobody reads the new ids. Runs in the caller's
 transaction (triggers and constraints fire as for an INSERT).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from django.db import connection, models
 from django.db.models.fields import AutoFieldMixin
@@ -19,11 +22,41 @@ from django.db.models.fields import AutoFieldMixin
 #: Rows per ``bulk_create`` statement off PostgreSQL.
 BATCH_SIZE = 500
 
+#: Field classes (exactly these, not subclasses: an encrypted field is a CharField) whose ``get_db_prep_save`` hands
+#: a value of the given type to PostgreSQL unchanged — a string, a UUID, a time-zone-aware date-time, a boolean —
+#: so that preparing it is skipped. Integers are not here (psycopg 3 wraps them in sized types).
+_UNCHANGED: dict[type, type] = {models.CharField: str, models.TextField: str, models.UUIDField: uuid.UUID,
+                                models.DateTimeField: datetime, models.BooleanField: bool}
+
 
 def _insertable(model: type[models.Model]) -> list[models.Field]:
     """The concrete fields an INSERT writes: all but a database-generated (auto) primary key."""
     return [field for field in model._meta.concrete_fields
             if not (field.primary_key and isinstance(field, AutoFieldMixin))]
+
+
+def _preparer(field: models.Field) -> Callable[[models.Model], object]:
+    """``obj`` → the value an INSERT of ``obj`` writes for ``field`` on PostgreSQL: ``get_db_prep_save(pre_save(obj))``,
+    except that a value of the type ``_UNCHANGED`` names for the field's class (its foreign key's target's) is
+    written as it is, ``None`` too — what Django's preparation would give back for them."""
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    kind = _UNCHANGED.get(type(target))
+    pre_save, prepare = field.pre_save, field.get_db_prep_save
+
+    def generic(obj: models.Model) -> object:
+        return prepare(pre_save(obj, add=True), connection)
+
+    if kind is None:
+        return generic
+    aware = kind is datetime
+
+    def prepared(obj: models.Model) -> object:
+        value = pre_save(obj, add=True)
+        if value is None or (type(value) is kind and (not aware or value.tzinfo is not None)):
+            return value
+        return prepare(value, connection)
+
+    return prepared
 
 
 def bulk_insert(model: type[models.Model], objs: Sequence[models.Model]) -> int:
@@ -40,7 +73,8 @@ def bulk_insert(model: type[models.Model], objs: Sequence[models.Model]) -> int:
     # is used directly (Django's has no COPY), so its errors are wrapped into Django's (IntegrityError, …) here.
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            preparers = [_preparer(field) for field in fields]
+            write = copy.write_row
             for obj in objs:
-                copy.write_row([field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-                                for field in fields])
+                write([prepare(obj) for prepare in preparers])
     return len(objs)

@@ -45,3 +45,32 @@ def test_a_constraint_violation_writes_none_of_the_rows():
     with pytest.raises(IntegrityError), transaction.atomic():
         bulk_insert(OutboxEvent, [_event(1), _event(2, event_id=taken)])
     assert OutboxEvent.objects.count() == 1
+
+
+def test_status_changes_are_stored_as_save_stores_them():
+    """Every kind of value the bulk path may hand over without Django's preparation (strings, a foreign key's UUID,
+    aware date-times, None) and the rest (integers, JSON): stored exactly as ``save`` stores the same instances."""
+    from payments.models import Payment, PaymentStatusChange
+
+    payment = Payment.objects.create(user_id="u-1", purpose="float", payment_method="ach", payment_type="debit",
+                                     payment_provider="usio", amount="10.00", payment_status="ACHSENT")
+    at = timezone.now() - timedelta(days=1, microseconds=7)
+
+    def changes() -> list[PaymentStatusChange]:
+        return [PaymentStatusChange(payment=payment, from_status="ACHSENT", to_status="FAILED", source="usio_sync",
+                                    actor='a "quoted" \\ actor \t é', return_code="R01", event_type=None, at=at,
+                                    raw_payload_ref=""),
+                PaymentStatusChange(payment_id=payment.pk, from_status=None, to_status="COMPLETED",
+                                    source="check_ach", actor="check_ach", return_code=None,
+                                    event_type="FLOAT_DEBIT_COMPLETED", at=at + timedelta(hours=3),
+                                    raw_payload_ref="check_ach:usio_auto_complete")]
+
+    fields = ["payment_id", "from_status", "to_status", "source", "actor", "return_code", "raw_payload_ref",
+              "event_type", "at"]
+    for change in changes():
+        change.save()
+    saved = list(PaymentStatusChange.objects.order_by("id").values_list(*fields))
+    assert bulk_insert(PaymentStatusChange, changes()) == 2
+    bulked = list(PaymentStatusChange.objects.order_by("id").values_list(*fields))[2:]
+    assert bulked == saved
+    assert bulked[0][fields.index("at")] == at
