@@ -90,6 +90,7 @@ def json_lines():
         root.setLevel(level)
 
 
+from tests.integrations.keepalive_proxy import keepalive_url, proxy  # noqa: E402,F401  (fixtures)
 from tests.sandbox_fixtures import sandbox, sandbox_server  # noqa: E402,F401  (fixtures)
 
 

@@ -1,6 +1,7 @@
-"""For the kept-alive connection tests: the real sandbox served with keep-alive (``keepalive_sandbox``), and a TCP
-forwarder in front of it (``ClosingProxy``) that counts the connections it accepted and can close them, as a server
-or a load balancer closes an idle kept-alive connection."""
+"""For the kept-alive connection tests: the real sandbox served with keep-alive (``keepalive_sandbox``; as fixture
+``keepalive_url``), and a TCP forwarder in front of it (``ClosingProxy``; as fixture ``proxy``, the Usio client
+pointed through it) that counts the connections it accepted and can close them, as a server or a load balancer
+closes an idle kept-alive connection. ``sent`` counts the token payments the sandbox received for a reference."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: The sandbox's keep-alive: it closes a connection idle this long (gunicorn checks about once a second).
+SERVER_KEEP_ALIVE = 1
 
 
 class ClosingProxy:
@@ -99,3 +105,27 @@ def keepalive_sandbox(base: Path, *, keep_alive: int):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def keepalive_url(tmp_path_factory):
+    with keepalive_sandbox(tmp_path_factory.mktemp("keepalive"), keep_alive=SERVER_KEEP_ALIVE) as url:
+        yield url
+
+
+@pytest.fixture
+def proxy(keepalive_url, settings):
+    """The Usio client pointed at the keep-alive sandbox through a ``ClosingProxy``; our own idle limit out of the
+    way (30 s), so that only the case under test decides when a connection goes."""
+    forwarder = ClosingProxy(keepalive_url)
+    settings.USIO_BASE_URL = forwarder.url("/usio")
+    settings.PROCESSOR_KEEPALIVE_SECONDS = 30
+    yield forwarder
+    forwarder.stop()
+
+
+def sent(keepalive_url: str, reference: str) -> int:
+    """How many SubmitTokenPayment requests carrying ``reference`` the sandbox received."""
+    log = requests.get(f"{keepalive_url}/_control/requests", params={"operation": "usio.SubmitTokenPayment"},
+                       timeout=10).json()["requests"]
+    return sum(1 for entry in log if (entry["body"] or {}).get("AdditionalSearch") == reference)

@@ -10,35 +10,11 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 
 from core.models import IdempotencyKey
 from payments.models import Payment
-from tests.integrations.keepalive_proxy import ClosingProxy, keepalive_sandbox
+from tests.integrations.keepalive_proxy import SERVER_KEEP_ALIVE, sent
 from tests.payments.conftest import card_body, post_payment
-
-SERVER_KEEP_ALIVE = 1  # seconds the sandbox keeps an idle connection (gunicorn checks about once a second)
-
-
-@pytest.fixture(scope="module")
-def keepalive_url(tmp_path_factory):
-    with keepalive_sandbox(tmp_path_factory.mktemp("keepalive"), keep_alive=SERVER_KEEP_ALIVE) as url:
-        yield url
-
-
-@pytest.fixture
-def proxy(keepalive_url, settings):
-    forwarder = ClosingProxy(keepalive_url)
-    settings.USIO_BASE_URL = forwarder.url("/usio")
-    settings.PROCESSOR_KEEPALIVE_SECONDS = 30  # our own idle limit out of the way: the server closes first
-    yield forwarder
-    forwarder.stop()
-
-
-def _sent(keepalive_url: str, reference: str) -> int:
-    log = requests.get(f"{keepalive_url}/_control/requests", params={"operation": "usio.SubmitTokenPayment"},
-                       timeout=10).json()["requests"]
-    return sum(1 for entry in log if (entry["body"] or {}).get("AdditionalSearch") == reference)
 
 
 def _submit_completed(service, keepalive_url) -> Payment:
@@ -47,7 +23,7 @@ def _submit_completed(service, keepalive_url) -> Payment:
     payment = Payment.objects.get(pk=response.json()["id"])
     assert payment.payment_status == "COMPLETED"
     assert IdempotencyKey.objects.get(resource_id=str(payment.pk)).status == "completed"
-    assert _sent(keepalive_url, payment.reference) == 1
+    assert sent(keepalive_url, payment.reference) == 1
     return payment
 
 
