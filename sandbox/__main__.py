@@ -68,12 +68,16 @@ def serve(args, wrap=None) -> None:
         jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
         rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
     )
+
+    def make_app():
+        app = SandboxApp(config)
+        return wrap(app) if wrap else app
+
     if args.keep_alive > 0:
-        _serve_gunicorn(args, lambda: wrap(SandboxApp(config)) if wrap else SandboxApp(config))
+        _serve_gunicorn(args, make_app)
         return
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = SandboxApp(config)
-    server = make_server(args.host, args.port, wrap(app) if wrap else app, threaded=True)
+    server = make_server(args.host, args.port, make_app(), threaded=True)
     print(f"SANDBOX_READY http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
