@@ -51,11 +51,13 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from itertools import chain
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -192,8 +194,12 @@ def usio_sync_window(*, account: str, job_type: str, start: datetime, end: datet
     stats.fetched = report.count
     context = _Window(account=account, job_type=job_type, record_type=record_type, merchant_id=merchant_id,
                       now=now, stats=stats)
-    for page in report.pages(_page_size()):
-        _sync_page(list(page), context)
+    pages = (list(page) for page in report.pages(_page_size()))
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        _sync_pages_overlapped(pages, context)
+    else:
+        for records in pages:
+            _apply_page(records, _stage_page(records, context), context)
 
     logger.info("usio sync window done", extra={"stats": stats.as_dict()})
     return stats
@@ -213,17 +219,82 @@ def _page_size() -> int:
     return max(1, int(getattr(settings, "USIO_SYNC_PAGE_SIZE", PAGE_SIZE)))
 
 
-def _sync_page(records: list[UsioRecord], window: _Window) -> None:
-    """Stage one page of the report (one transaction) and apply what its records say (see the module docstring).
-    Reports list a confirmation once (the client keeps the last listing of a repeated one)."""
+@dataclass
+class _Staged:
+    """One page staged (its own transaction, committed) and matched: confirmation → the matched payment, and the
+    staging counts."""
+
+    payments: dict
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _stage_page(records: list[UsioRecord], window: _Window) -> _Staged:
+    """Stage one page of the report (one transaction) and match its records to payments. Touches no payment and
+    no ``window.stats``: it may run in the staging thread (``_sync_pages_overlapped``)."""
+    if connection.vendor == "postgresql":
+        return _stage_and_match_pg(records, record_type=window.record_type, merchant_id=window.merchant_id)
+    payments = _match(records)
+    staged = _stage(records, payments=payments, record_type=window.record_type, merchant_id=window.merchant_id)
+    staged.payments = payments
+    return staged
+
+
+def _sync_pages_overlapped(pages: Iterable[list[UsioRecord]], window: _Window) -> None:
+    """PostgreSQL, called outside any transaction: the pages in order, as ``_stage_page`` then ``_apply_page`` each,
+    but page k + 1 is staged in a second thread (its own database connection, closed at the end) while page k is
+    applied in this one. Staging a page is mostly PostgreSQL's work (``COPY``, the match, the upsert) and applying
+    one mostly this process's, so the two overlap on two cores (issue 10) instead of waiting for each other.
+
+    The same outcome as one page after the other: the pages keep their order and are applied in this thread only;
+    staging writes only staging rows (its own transaction, committed before its page is applied, as before); and
+    the one thing page k + 1's staging reads that page k's application may write — the matched payments' status and
+    confirmation — is read again, after page k was applied, for every payment page k changed or tried to
+    (``_refresh``). Anything raised in the staging thread is raised here, at its page's turn; the thread's work in
+    flight is waited for before this returns or raises.
+    """
+    def stage(records: list[UsioRecord]) -> _Staged:
+        return _stage_page(records, window)
+
+    stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usio-sync-stage")
+    try:
+        pending = None  # the page before: (its records, the future of its staging)
+        touched: set = set()  # the payments the page applied last changed or tried to
+        for records in chain(pages, [None]):  # None: after the last page
+            # Queued behind the page before's staging: it runs while that page is applied below.
+            following = (records, stager.submit(stage, records)) if records is not None else None
+            if pending is not None:
+                touched = _apply_page(pending[0], _refresh(pending[1].result(), touched), window)
+            pending = following
+    finally:
+        stager.submit(lambda: connection.close()).result()  # the staging thread's own connection, looked up there
+        stager.shutdown(wait=True)
+
+
+def _refresh(staged: _Staged, touched: set) -> _Staged:
+    """``staged`` with the payments in ``touched`` (which the previous page's application changed or tried to,
+    possibly after this page's staging read them) read again (PostgreSQL's ``_PaymentRow``s)."""
+    stale = {payment.pk for payment in staged.payments.values()} & touched
+    if stale:
+        fresh = {row[0]: _PaymentRow(*row) for row in Payment.objects.filter(pk__in=stale).values_list(
+            *(item.name for item in dataclass_fields(_PaymentRow)))}
+        staged.payments = {confirmation: fresh.get(payment.pk, payment) if payment.pk in stale else payment
+                           for confirmation, payment in staged.payments.items()}
+    return staged
+
+
+def _apply_page(records: list[UsioRecord], staged: _Staged, window: _Window) -> set:
+    """Apply what the page's records say (see the module docstring) to their payments, after counting its staging.
+    Reports list a confirmation once (the client keeps the last listing of a repeated one). Returns the ids of the
+    payments it changed or tried to change."""
     account, job_type, record_type, merchant_id, stats = (window.account, window.job_type, window.record_type,
                                                           window.merchant_id, window.stats)
-    if connection.vendor == "postgresql":
-        payments = _stage_and_match_pg(records, record_type=record_type, merchant_id=merchant_id, stats=stats)
-    else:
-        payments = _match(records)
-        _stage(records, payments=payments, record_type=record_type, merchant_id=merchant_id, stats=stats)
-
+    payments = staged.payments
+    stats.created += staged.created
+    stats.updated += staged.updated
+    stats.unchanged += staged.unchanged
+    touched: set = set()
     records_per_payment = Counter(payment.pk for payment in payments.values())
     bulk: dict[str, dict] = {}  # to_status -> payment id -> (record, step): one-step changes, applied set-based
     for record in records:
@@ -247,6 +318,8 @@ def _sync_page(records: list[UsioRecord], window: _Window) -> None:
                                   "account": account, "job_type": job_type, "record_status": record.status,
                                   "payment_status": payment.payment_status, "method": payment.payment_method})
             continue
+        if steps:
+            touched.add(payment.pk)
         if steps and len(steps) == 1 and records_per_payment[payment.pk] == 1:
             bulk.setdefault(steps[0].to_status, {})[payment.pk] = (record, steps[0])
             continue
@@ -258,6 +331,7 @@ def _sync_page(records: list[UsioRecord], window: _Window) -> None:
         for chunk in _chunks(list(changes.items()), APPLY_CHUNK):
             stats.applied += _apply_many(to_status, chunk, account=account, record_type=record_type,
                                          merchant_id=merchant_id)
+    return touched
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -358,10 +432,11 @@ def _event_date(record: UsioRecord, record_type: str) -> datetime | None:
     return record.return_date or record.chargeback_date
 
 
-def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_type: str, merchant_id: str,
-           stats: UsioSyncStats) -> None:
+def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_type: str,
+           merchant_id: str) -> _Staged:
     """Upsert the records into ``UsioTransaction`` (keyed by confirmation + record type) in one transaction:
     new rows created, changed rows updated, identical rows not written."""
+    staged = _Staged(payments=payments)
     wanted: dict[str, dict] = {}
     for record in records:
         payment = payments.get(record.confirmation)
@@ -391,7 +466,7 @@ def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_ty
                 new_rows.append(UsioTransaction(confirmation=confirmation, record_type=record_type, **values))
                 continue
             if all(_same(getattr(row, name), value) for name, value in values.items()):
-                stats.unchanged += 1
+                staged.unchanged += 1
                 continue
             for name, value in values.items():
                 setattr(row, name, value)
@@ -402,8 +477,9 @@ def _stage(records: list[UsioRecord], *, payments: dict[str, Payment], record_ty
             _insert_new(new_rows)
         if changed_rows:
             UsioTransaction.objects.bulk_update(changed_rows, [*_STAGED_FIELDS, "updated_at"], batch_size=500)
-    stats.created += len(new_rows)
-    stats.updated += len(changed_rows)
+    staged.created += len(new_rows)
+    staged.updated += len(changed_rows)
+    return staged
 
 
 def _insert_new(rows: list[UsioTransaction]) -> None:
@@ -439,14 +515,14 @@ _COMPARED = ("kind", "amount", "status", "return_code", "reference", "account_ma
              "event_date", "payment_id", "raw")
 
 
-def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant_id: str,
-                        stats: UsioSyncStats) -> dict[str, _PaymentRow]:
+def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant_id: str) -> _Staged:
     """PostgreSQL: one page staged and matched in SQL, in one transaction and a constant number of queries.
 
     The page is ``COPY``'d into a temporary table; its payments are matched there (``confirmation_id``, else our
     reference: ``_match``'s rule), new staging rows inserted (``ON CONFLICT DO NOTHING``: a parallel run's stand),
     changed ones updated (``IS DISTINCT FROM`` over ``_STAGED_FIELDS``: identical rows are not written — not even
-    an ``UPDATE`` is sent when none changed). Returns confirmation → the matched payment's columns.
+    an ``UPDATE`` is sent when none changed). Returns the matched
+    payments (confirmation → their columns) and the staging counts.
     """
     staging, payments = UsioTransaction._meta.db_table, Payment._meta.db_table
     compared_old = ", ".join(f"s.{name}" for name in _COMPARED)
@@ -509,10 +585,7 @@ def _stage_and_match_pg(records: list[UsioRecord], *, record_type: str, merchant
                 "updated_at = %(moment)s FROM usio_sync_page t WHERE s.id = ANY(%(changed)s) "
                 f"AND s.confirmation = t.confirmation AND {differs}", {**params, "changed": changed_ids})
         cursor.execute("DROP TABLE usio_sync_page, usio_sync_copy")
-    stats.created += new
-    stats.updated += changed
-    stats.unchanged += len(records) - new - changed
-    return matched
+    return _Staged(payments=matched, created=new, updated=changed, unchanged=len(records) - new - changed)
 
 
 def _same(current, wanted) -> bool:
