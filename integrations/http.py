@@ -18,10 +18,13 @@ reused, and urllib3 checks a pooled connection for a close the server already se
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,6 +145,22 @@ class Exchange:
         }
 
 
+#: Bytes per read of a streamed answer (``HttpClient._send_streamed``).
+_STREAM_CHUNK = 1 << 16
+_CUT_OFF = "connection lost while the answer was read"
+
+
+def _read_head(chunks: Iterator[bytes], size: int) -> bytes:
+    """At least the first ``size`` bytes of ``chunks`` (all of them when fewer), whole chunks."""
+    parts, length = [], 0
+    for chunk in chunks:
+        parts.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            break
+    return b"".join(parts)
+
+
 def _redacted_body(body: Any) -> Any:
     if body is None:
         return None
@@ -218,12 +237,30 @@ class HttpClient:
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _send(
+    def _send(self, method: str, path: str, *, operation: str, **kwargs: Any) -> tuple[requests.Response, Exchange]:
+        """Send one request; return the response (its body read) and its audit record, or raise a typed error.
+
+        ``audit_body`` is what to record instead of the wire body (e.g. the JSON inside a JWS);
+        ``audit_url`` what to record instead of a URL that is itself a secret (a Slack webhook).
+        """
+        response, exchange, _ = self._exchange(method, path, operation=operation, stream=False, **kwargs)
+        return response, exchange
+
+    def _send_streamed(self, method: str, path: str, *, operation: str,
+                       **kwargs: Any) -> tuple[requests.Response, Exchange, Iterator[bytes]]:
+        """``_send`` for a large answer, read as it arrives: also returns the body's chunks (bytes), to be read to
+        the end (the connection is reused only then; ``response.close()`` otherwise). The audit record holds the
+        same first ``_MAX_AUDIT_BODY`` bytes as ``_send``'s; a connection lost while the rest is read raises
+        ``ProcessorTimeout`` from the chunks. An error status (4xx, 5xx) is read whole, as ``_send`` reads it."""
+        return self._exchange(method, path, operation=operation, stream=True, **kwargs)
+
+    def _exchange(
         self,
         method: str,
         path: str,
         *,
         operation: str,
+        stream: bool,
         json_body: Any = None,
         data: Any = None,
         params: dict | None = None,
@@ -231,12 +268,7 @@ class HttpClient:
         audit_body: Any = None,
         url: str | None = None,
         audit_url: str | None = None,
-    ) -> tuple[requests.Response, Exchange]:
-        """Send one request; return the response and its audit record, or raise a typed error.
-
-        ``audit_body`` is what to record instead of the wire body (e.g. the JSON inside a JWS);
-        ``audit_url`` what to record instead of a URL that is itself a secret (a Slack webhook).
-        """
+    ) -> tuple[requests.Response, Exchange, Iterator[bytes] | None]:
         target = url or self._url(path)
         recorded = _redacted_body(audit_body if audit_body is not None else (json_body if json_body is not None
                                                                               else data))
@@ -257,7 +289,7 @@ class HttpClient:
 
         try:
             response = self.session.request(
-                method, target, json=json_body, data=data, params=params, headers=headers,
+                method, target, json=json_body, data=data, params=params, headers=headers, stream=stream,
                 timeout=self.timeout, cert=self.cert, allow_redirects=False, **self._environment_settings(target),
             )
         except requests.ConnectTimeout as exc:
@@ -274,19 +306,39 @@ class HttpClient:
         except requests.RequestException as exc:
             raise fail(ProcessorUnavailable, f"request failed: {type(exc).__name__}") from exc
 
+        rest = None
+        try:
+            if stream and response.status_code < 400:
+                rest = response.iter_content(_STREAM_CHUNK)
+                head = _read_head(rest, _MAX_AUDIT_BODY)
+            else:
+                head = response.content
+        except requests.RequestException as exc:
+            response.close()
+            raise fail(ProcessorTimeout, _CUT_OFF, status=response.status_code) from exc
         exchange = Exchange(
             **base,
             status=response.status_code,
-            response_body=_redacted_body(response.content[:_MAX_AUDIT_BODY]),
+            response_body=_redacted_body(head[:_MAX_AUDIT_BODY]),
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+        chunks = None if rest is None else self._cut_off_is_timeout(itertools.chain((head,), rest), exchange)
         if response.status_code >= 500:
             raise ProcessorUnavailable(f"HTTP {response.status_code}", processor=self.processor,
                                        operation=operation, exchange=exchange)
         if response.status_code in (401, 403):
             raise ProcessorAuthError(f"HTTP {response.status_code}", processor=self.processor,
                                      operation=operation, exchange=exchange)
-        return response, exchange
+        return response, exchange, chunks
+
+    def _cut_off_is_timeout(self, chunks: Iterator[bytes], exchange: Exchange) -> Iterator[bytes]:
+        """``chunks``, with a connection lost (or timing out) while they are read raised as ``ProcessorTimeout``: the
+        request was sent, the answer did not arrive whole."""
+        try:
+            yield from chunks
+        except requests.RequestException as exc:
+            raise ProcessorTimeout(_CUT_OFF, processor=self.processor, operation=exchange.operation,
+                                   exchange=dataclasses.replace(exchange, error=_CUT_OFF)) from exc
 
     def json_body(self, response: requests.Response, exchange: Exchange, *, operation: str) -> Any:
         """The response's JSON, or ``ProcessorProtocolError`` when it is not JSON."""

@@ -16,8 +16,10 @@ Control routes (``/_control/usio/...``): ``GET ledger``, ``GET balances``, ``PUT
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -76,6 +78,25 @@ def return_time(submitted: datetime) -> datetime:
 
 def _envelope(status: str, message: str = "", confirmation: str = "", **extra: Any) -> Response:
     return json_response({"Confirmation": confirmation, "Message": message, "Status": status, **extra})
+
+
+#: Report entries per chunk of a streamed answer.
+_STREAM_BATCH = 500
+
+
+def _streamed_envelope(items: Iterable[dict]) -> Iterator[bytes]:
+    """``_envelope("success", "", Transactions=[*items])``'s text, chunk by chunk, each item rendered when its chunk
+    is written."""
+    yield b'{"Confirmation": "", "Message": "", "Status": "success", "Transactions": ['
+    batch, first = [], True
+    for item in items:
+        batch.append(json.dumps(item))
+        if len(batch) == _STREAM_BATCH:
+            yield (("" if first else ", ") + ", ".join(batch)).encode()
+            batch, first = [], False
+    if batch:
+        yield (("" if first else ", ") + ", ".join(batch)).encode()
+    yield b"]}"
 
 
 def _money(amount: Decimal) -> str:
@@ -361,7 +382,7 @@ class UsioSandbox(SandboxService):
             raise Refusal("1025: Invalid ReportType")
         with self.lock:
             now = self.ctx.clock.now()
-            items = []
+            listed = []
             for tx in self.ledger.values():
                 # Each report is windowed on its own date: submission, return (once it happened), chargeback.
                 status = self._status(tx, now)
@@ -369,8 +390,9 @@ class UsioSandbox(SandboxService):
                         "achreturns": tx["returns_at"] if status == "returned" else None,
                         "chargebacks": tx["chargeback_at"]}[report]
                 if tx["merchant_id"] == merchant and when is not None and start <= when < end:
-                    items.append(self._wire(tx, now))
-        return _envelope("success", "", Transactions=items)
+                    listed.append(dict(tx))  # as it is now: written out after the lock is released
+        # Streamed as it is written, as a server sends a large report: the same text as ``_envelope`` gives.
+        return Response(_streamed_envelope(self._wire(tx, now) for tx in listed), mimetype="application/json")
 
     # --- control API (called under self.lock by sandbox.app) ---------------------------------------------------
     def control(self, request: Request, subpath: str) -> Response | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -295,80 +295,151 @@ class UsioTransactionReport:
             yield tuple(self._records[start:start + page_size])
 
 
-def _skip_ws(text: str, index: int) -> int:
-    return _JSON_WS.match(text, index).end()
+#: Read text kept before a value that has not ended yet: past this, the rest of the answer is read at once before
+#: decoding the value again (a value that never ends would otherwise be decoded again after every chunk).
+_RETRY_SPAN = 1 << 20
+#: Consumed text dropped from the reader's buffer once it is this long.
+_COMPACT = 1 << 16
 
 
-def _walk_array(text: str, index: int, end: list[int] | None) -> Iterator[Any]:
-    """Decode the JSON array whose ``[`` is at ``text[index]`` value by value; ``end`` (when given) receives the
-    index after its ``]``."""
-    index = _skip_ws(text, index + 1)
-    if not text.startswith("]", index):
+class _JsonReader:
+    """A JSON text read from ``chunks`` (strings) as it arrives, by a scanner that asks for values one at a time:
+    only the text not yet consumed is kept. ``pos`` is the scanner's position in ``text``. A value is decoded once
+    it is whole (``json``'s C decoder), so the answer is parsed while the rest of it is still on its way. The same
+    text gives the same values and the same ``json.JSONDecodeError``s in one chunk or many."""
+
+    def __init__(self, chunks: Iterable[str]):
+        self._chunks = iter(chunks)
+        self.text = ""
+        self.pos = 0
+        self.ended = False
+
+    def _more(self) -> bool:
+        """Append the next non-empty chunk (dropping consumed text first); False once the answer has ended."""
+        for chunk in self._chunks:
+            if chunk:
+                if self.pos >= _COMPACT:
+                    self.text, self.pos = self.text[self.pos:], 0
+                self.text += chunk
+                return True
+        self.ended = True
+        return False
+
+    def read_all(self) -> None:
+        while self._more():
+            pass
+
+    def error(self, message: str) -> json.JSONDecodeError:
+        return json.JSONDecodeError(message, self.text, self.pos)
+
+    def skip_ws(self) -> None:
+        """Past any whitespace; then ``text[pos]`` is the next character, unless the answer has ended."""
         while True:
-            value, index = _DECODER.raw_decode(text, index)
-            yield value
-            index = _skip_ws(text, index)
-            if text.startswith("]", index):
-                break
-            if not text.startswith(",", index):
-                raise json.JSONDecodeError("expected ',' or ']'", text, index)
-            index = _skip_ws(text, index + 1)
-    if end is not None:
-        end.append(index + 1)
+            self.pos = _JSON_WS.match(self.text, self.pos).end()
+            if self.pos < len(self.text) or not self._more():
+                return
+
+    def at(self, char: str) -> bool:
+        """Whether the next character (after ``skip_ws``) is ``char``."""
+        return self.text.startswith(char, self.pos)
+
+    def value(self) -> Any:
+        """Decode the value at ``pos`` and move past it, once it is whole: a value that fails to decode may just
+        not have arrived yet (read on, then decode it again); one ending where the text read so far ends (a number)
+        may go on in the next chunk. At the end of the answer, the decoder's error is the answer's."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                if self.ended:
+                    raise
+                if len(self.text) - self.pos > _RETRY_SPAN:
+                    self.read_all()
+                else:
+                    self._more()
+                continue
+            if end < len(self.text) or self.ended or not self._more():
+                self.pos = end
+                return value
 
 
-def _scan_object(text: str, on_item: Callable[[Any], None],
-                 on_array: Callable[[], None]) -> tuple[dict, int | None]:
-    """The top-level JSON object of ``text`` without keeping its ``Transactions`` array: its other members, and
-    where that array starts (None when ``Transactions`` is absent or not an array: then it is among the members);
-    each value of the array is decoded and handed to ``on_item``, then dropped (``on_array`` is called first: a
-    repeated member restarts). ``json.JSONDecodeError`` for
-    anything ``json.loads`` would refuse (trailing data included)."""
-    index = _skip_ws(text, 0)
-    if not text.startswith("{", index):
-        raise json.JSONDecodeError("expected an object", text, index)
+def _scan_object(reader: _JsonReader, on_item: Callable[[Any], None],
+                 on_array: Callable[[], None]) -> tuple[dict, bool]:
+    """The top-level JSON object of the answer without keeping its ``Transactions`` array: its other members, and
+    whether that array was there (False when ``Transactions`` is absent or not an array: then it is among the
+    members); each value of the array is decoded and handed to ``on_item``, then dropped (``on_array`` is called
+    first: a repeated member restarts). ``json.JSONDecodeError`` for anything ``json.loads`` would refuse (trailing
+    data included)."""
+    reader.skip_ws()
+    if not reader.at("{"):
+        raise reader.error("expected an object")
     members: dict = {}
-    items_at = None
-    index = _skip_ws(text, index + 1)
-    if text.startswith("}", index):
-        index += 1
+    has_items = False
+    reader.pos += 1
+    reader.skip_ws()
+    if reader.at("}"):
+        reader.pos += 1
     else:
         while True:
-            if not text.startswith('"', index):
-                raise json.JSONDecodeError("expected a member name", text, index)
-            key, index = _DECODER.raw_decode(text, index)
-            index = _skip_ws(text, index)
-            if not text.startswith(":", index):
-                raise json.JSONDecodeError("expected ':'", text, index)
-            index = _skip_ws(text, index + 1)
-            if key == "Transactions" and text.startswith("[", index):
+            if not reader.at('"'):
+                raise reader.error("expected a member name")
+            key = reader.value()
+            reader.skip_ws()
+            if not reader.at(":"):
+                raise reader.error("expected ':'")
+            reader.pos += 1
+            reader.skip_ws()
+            if key == "Transactions" and reader.at("["):
                 members.pop(key, None)  # a repeated member: the last wins, as in json.loads
-                items_at, end = index, []
+                has_items = True
                 on_array()
-                for item in _walk_array(text, index, end):
-                    on_item(item)
-                index = end[0]
+                _scan_array(reader, on_item)
             else:
-                value, index = _DECODER.raw_decode(text, index)
-                members[key] = value
+                members[key] = reader.value()
                 if key == "Transactions":
-                    items_at = None
-            index = _skip_ws(text, index)
-            if text.startswith("}", index):
-                index += 1
+                    has_items = False
+            reader.skip_ws()
+            if reader.at("}"):
+                reader.pos += 1
                 break
-            if not text.startswith(",", index):
-                raise json.JSONDecodeError("expected ',' or '}'", text, index)
-            index = _skip_ws(text, index + 1)
-    if _skip_ws(text, index) != len(text):
-        raise json.JSONDecodeError("extra data", text, index)
-    return members, items_at
+            if not reader.at(","):
+                raise reader.error("expected ',' or '}'")
+            reader.pos += 1
+            reader.skip_ws()
+    reader.skip_ws()
+    if reader.pos != len(reader.text):
+        raise reader.error("extra data")
+    return members, has_items
 
 
-def transaction_report(text: str, *, operation: str, exchange: Exchange) -> UsioTransactionReport:
+def _scan_array(reader: _JsonReader, on_item: Callable[[Any], None]) -> None:
+    """The JSON array at ``pos`` (its ``[``), value by value to ``on_item``; ``pos`` ends after its ``]``."""
+    reader.pos += 1
+    reader.skip_ws()
+    if reader.at("]"):
+        reader.pos += 1
+        return
+    while True:
+        on_item(reader.value())
+        reader.skip_ws()
+        if reader.at("]"):
+            reader.pos += 1
+            return
+        if not reader.at(","):
+            raise reader.error("expected ',' or ']'")
+        reader.pos += 1
+        reader.skip_ws()
+
+
+def transaction_report(text: str | Iterable[str], *, operation: str, exchange: Exchange) -> UsioTransactionReport:
     """GetTransactionList read for paging (``UsioTransactionReport``): checks the whole answer and raises exactly
     what ``transaction_list`` raises for it (not JSON; a failure envelope; no ``Transactions`` list; the first bad
-    record); keeps the records, each converted once as it is checked (the text and the JSON tree are not kept)."""
+    record); keeps the records, each converted once as it is checked (the text and the JSON tree are not kept).
+
+    ``text``: the answer, whole or as the chunks of text it arrives in (``UsioClient`` streams it: records are
+    checked and converted while the rest is still arriving). Text that cannot be decoded (a ``UnicodeDecodeError``
+    from the chunks) is "answer is not valid JSON", as is anything ``json.loads`` would refuse.
+    """
     records: list[UsioTransaction] = []
     last: dict[str, int] = {}  # confirmation → index of its last listing
     bad: list[ProcessorProtocolError] = []
@@ -389,15 +460,18 @@ def transaction_report(text: str, *, operation: str, exchange: Exchange) -> Usio
         last.clear()
         bad.clear()
 
+    reader = _JsonReader([text] if isinstance(text, str) else text)
     try:
-        if not text.lstrip(" \t\n\r").startswith("{"):
-            transaction_list(json.loads(text), operation=operation, exchange=exchange)  # raises: not an object
-        members, items_at = _scan_object(text, on_item, on_array)
-    except json.JSONDecodeError as exc:
+        reader.skip_ws()
+        if not reader.at("{"):
+            reader.read_all()  # not an object: read whole, it raises what transaction_list raises for it
+            transaction_list(json.loads(reader.text), operation=operation, exchange=exchange)
+        members, has_items = _scan_object(reader, on_item, on_array)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _protocol_error("answer is not valid JSON", operation, exchange) from exc
-    check_envelope({**members, "Transactions": [] if items_at is not None else members.get("Transactions")},
+    check_envelope({**members, "Transactions": [] if has_items else members.get("Transactions")},
                    operation=operation, exchange=exchange)
-    if items_at is None:
+    if not has_items:
         raise _protocol_error("answer lacks a Transactions list", operation, exchange)
     if bad:
         raise bad[0]

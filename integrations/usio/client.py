@@ -18,10 +18,11 @@ routing numbers. The audit ``Exchange`` is redacted by ``integrations.http``; Re
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -109,14 +110,13 @@ def _without_confirmation(exchange: Exchange | None) -> Exchange | None:
     return replace(exchange, response_body=REDACTED)  # not JSON: the text may hold the token
 
 
-def _text_of(response, exchange: Exchange, *, operation: str) -> str:
-    """The answer's text (JSON is UTF-8, RFC 8259; a BOM is tolerated as ``requests`` does); not text →
-    ``ProcessorProtocolError`` "answer is not valid JSON", as ``json_body`` says of it."""
-    try:
-        return response.content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ProcessorProtocolError("answer is not valid JSON", processor=UsioClient.processor,
-                                     operation=operation, exchange=exchange) from exc
+def _texts(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The answer's text as its bytes arrive (JSON is UTF-8, RFC 8259; a BOM is tolerated as ``requests`` does).
+    Bytes that are not UTF-8 raise ``UnicodeDecodeError`` (the adapter's "answer is not valid JSON")."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
 
 
 def _report_fields(start: datetime, end: datetime, report_type: str) -> dict:
@@ -159,16 +159,20 @@ class UsioClient(HttpClient):
         body.update({key: value for key, value in fields.items() if value is not None})
         started = time.perf_counter()
         try:
-            response, exchange = self._send("POST", operation, operation=operation, json_body=body)
+            if text_body:
+                response, exchange, chunks = self._send_streamed("POST", operation, operation=operation,
+                                                                 json_body=body)
+            else:
+                response, exchange = self._send("POST", operation, operation=operation, json_body=body)
             if secret_answer:
                 exchange = _without_confirmation(exchange)
             if response.status_code != 200:
+                response.close()
                 raise ProcessorProtocolError(f"unexpected HTTP {response.status_code}", processor=self.processor,
                                              operation=operation, exchange=exchange)
             if text_body:
-                text = _text_of(response, exchange, operation=operation)
-                del response  # its bytes: only the text is kept from here on
-                result = parse(text, operation=operation, exchange=exchange)
+                with response:  # read to the end, or closed: its connection is never reused half-read
+                    result = parse(_texts(chunks), operation=operation, exchange=exchange)
             else:
                 result = parse(self.json_body(response, exchange, operation=operation), operation=operation,
                                exchange=exchange)

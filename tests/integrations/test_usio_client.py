@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -661,3 +662,70 @@ def test_failure_codes_are_split_from_the_message(message, code, text):
                                     operation="probe", exchange=_EXCHANGE)
     assert exc.value.code == code
     assert exc.value.message == (text or "declined")
+
+
+# --- a large report, streamed ---------------------------------------------------------------------------------------
+
+def test_a_large_report_is_read_as_it_streams_with_the_records_and_audit_of_the_whole_answer(sandbox):
+    client = usio_client("float_debit")
+    start = _sandbox_now(sandbox) - timedelta(minutes=1)
+    for index in range(60):  # ~27 KB of answer: more than the audit record keeps (20,000 bytes)
+        _ach(client, amount=Decimal("1.00") + index, reference=f"stream-{index}")
+    end = _sandbox_now(sandbox) + timedelta(minutes=1)
+
+    report = client.get_transaction_report(start=start, end=end, report_type="transactions")
+    listed = client.get_transaction_list(start=start, end=end, report_type="transactions")
+
+    assert [record for page in report.pages(7) for record in page] == list(listed.transactions)
+    assert [record.reference for record in listed.transactions] == [f"stream-{index}" for index in range(60)]
+    # The same audit record as the answer read whole: its first 20,000 bytes (cut: not JSON, kept as text).
+    assert isinstance(report.exchange.response_body, str) and len(report.exchange.response_body) == 20_000
+    assert (report.exchange.status, report.exchange.response_body) == (200, listed.exchange.response_body)
+    [first, second] = sandbox.requests("usio", "usio.GetTransactionList")
+    assert (first["status"], second["status"]) == (200, 200)
+
+
+class _CutOffServer:
+    """An HTTP server that answers 200 with the first ``sent`` bytes of a chunked JSON body, then closes."""
+
+    def __init__(self, sent: int):
+        self.sent = sent
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            text = b'{"Status": "success", "Message": "", "Transactions": [' + b'{"Confirmation": "x"}, ' * 5000
+            part = text[:self.sent]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            time.sleep(0.2)  # then the connection closes without the last chunk
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("sent", [1_000, 60_000])  # within the audit record's bytes, and after them
+def test_a_report_cut_off_while_it_streams_is_a_timeout_with_the_answer_s_status(settings, sent):
+    server = _CutOffServer(sent)
+    settings.USIO_BASE_URL = f"http://127.0.0.1:{server.port}/usio"
+    now = datetime.now(UTC)
+    try:
+        with pytest.raises(ProcessorTimeout) as exc:
+            usio_client("float_debit").get_transaction_report(start=now - timedelta(hours=1), end=now,
+                                                              report_type="transactions")
+    finally:
+        server.close()
+    assert (exc.value.exchange.status, exc.value.exchange.error) == (200, "connection lost while the answer was read")
+    assert exc.value.exchange.request_body["Password"] == "[REDACTED]"

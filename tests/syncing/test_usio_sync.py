@@ -555,3 +555,42 @@ def test_a_paged_report_raises_what_the_whole_report_raises_before_any_page_is_r
     assert expected is not None
     assert outcome(lambda: usio_adapter.transaction_report(text, operation="GetTransactionList",
                                                            exchange=None)) == expected
+    for size in (1, 3, 64):  # the same answer streamed in chunks (UsioClient): the same error
+        assert outcome(lambda size=size: usio_adapter.transaction_report(
+            _chunks(text, size), operation="GetTransactionList", exchange=None)) == expected
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[index:index + size] for index in range(0, len(text), size)]
+
+
+def test_a_report_streamed_in_chunks_gives_the_records_of_the_whole_text():
+    # Numbers that a chunk may cut (a member of the envelope, and Amount as a JSON number), whitespace everywhere,
+    # text beyond ASCII, a repeated confirmation, members after the array.
+    items = [{**_wire("A"), "Amount": 12.5}, _wire("B\u00e9\u2028"), {**_wire("A", "returned"), "Amount": 1000},
+             _wire("C")]
+    body = {"Count": 1234567, "Transactions": items, "Confirmation": "", "Message": "ok", "Status": "success"}
+    texts = [json.dumps(body), json.dumps(body, indent=3), " \n" + json.dumps(body, separators=(",", ":")) + " \n"]
+    listed = usio_adapter.transaction_list(body, operation="GetTransactionList", exchange=None).transactions
+    expected = [listed[1], listed[2], listed[3]]
+    assert [(r.confirmation, r.amount) for r in expected] == [("B\u00e9\u2028", Decimal("10.00")),
+                                                               ("A", Decimal("1000.00")), ("C", Decimal("10.00"))]
+    for text in texts:
+        assert _records(text) == expected
+        for size in (1, 2, 5, 64, 4096):
+            assert _records(_chunks(text, size)) == expected, size
+
+
+def test_a_record_longer_than_the_retry_span_is_read_whole():
+    long = {**_wire("L"), "AdditionalSearch": "r" * (usio_adapter._RETRY_SPAN * 3)}
+    text = _report_text([_wire("A"), long, _wire("B")])
+    expected = _records(text)
+    assert [(r.confirmation, len(r.reference)) for r in expected] == [
+        ("A", 5), ("L", usio_adapter._RETRY_SPAN * 3), ("B", 5)]
+    for size in (4096, 1 << 16):
+        assert _records(_chunks(text, size)) == expected, size
+
+
+def _records(text) -> list:
+    report = usio_adapter.transaction_report(text, operation="GetTransactionList", exchange=None)
+    return [record for page in report.pages(2) for record in page]
