@@ -242,13 +242,16 @@ def payment_apply_status_many(
 
 def _per_row(name: str, rows: list[tuple]) -> object:
     """The value of column ``name`` for an UPDATE of ``rows`` ((payment id, its values)): the value itself when they
-    all share it, else one ``CASE`` over the ids (one statement however many distinct values: a Usio window's returns
-    each carry their own return date)."""
-    values = [updates[name] for _, updates in rows]
-    if all(value == values[0] for value in values):
-        return values[0]
+    all share it, else one ``CASE`` with a branch per distinct value over the ids that take it (one statement however
+    many distinct values: a Usio window's returns each carry their own return date; a check-ach batch's completions
+    take one of two event types — two branches, not one per payment)."""
+    ids_by_value: dict = {}
+    for pk, updates in rows:
+        ids_by_value.setdefault(updates[name], []).append(pk)
+    if len(ids_by_value) == 1:
+        return next(iter(ids_by_value))
     field = Payment._meta.get_field(name)
-    return Case(*[When(pk=pk, then=Value(updates[name], output_field=field)) for pk, updates in rows],
+    return Case(*[When(pk__in=pks, then=Value(value, output_field=field)) for value, pks in ids_by_value.items()],
                 output_field=field)
 
 

@@ -196,6 +196,23 @@ def test_bulk_returns_with_their_own_dates_and_codes_take_the_same_queries_and_w
     assert len({p.return_date for p in done}) == 30
 
 
+def test_a_column_that_differs_between_payments_takes_one_case_branch_per_distinct_value():
+    """A check-ach batch mixes float and subscription debits: its UPDATE sets ``event_type`` with one ``CASE``
+    branch per event type, not one per payment (the statement, and the work of building it, does not grow)."""
+    def when_branches(n: int) -> int:
+        payments = [*_payments(n), *_payments(n, purpose="subscription")]
+        ids = [p.pk for p in payments]
+        with CaptureQueriesContext(connection) as captured:
+            payment_apply_status_many(payment_ids=ids, to_status="COMPLETED", source="check_ach", actor="check_ach")
+        [update] = [q["sql"] for q in captured if q["sql"].lstrip().upper().startswith("UPDATE")]
+        written = Payment.objects.filter(pk__in=ids).values_list("purpose", "event_type", "payment_status")
+        assert sorted(set(written)) == [("float", "FLOAT_DEBIT_COMPLETED", "COMPLETED"),
+                                        ("subscription", "SUBSCRIPTION_COMPLETED", "COMPLETED")]
+        return update.upper().count(" WHEN ")
+
+    assert when_branches(2) == when_branches(40) == 2
+
+
 def test_payment_render_gives_exactly_what_the_serializer_gives():
     """``payment_render`` renders without DRF's per-field attribute walk: the same dict as
     ``PaymentOutput(payment).data`` for every kind of value (None, strings, Decimal, UUID, every date, the version)."""
