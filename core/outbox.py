@@ -23,6 +23,7 @@ from django.utils import timezone
 from core.bulk import bulk_insert
 from core.errors import BadRequest
 from core.models import OutboxEvent, OutboxFeedEntry
+from core.sql import insert_parts, mark_inserted
 
 SOURCE = "PaymentService"
 
@@ -34,13 +35,25 @@ def outbox_record(*, type: str, subject: str, aggregate_id: str, data: dict,
     Side effect after commit: a relay run is requested (``core.outbox_relay.outbox_relay_kick``: coalesced, and a
     failure to enqueue is logged, never raised; the every-minute beat run is the safety net).
     """
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("outbox_record must run inside the transaction of the change it describes")
-    last = OutboxEvent.objects.filter(aggregate_id=aggregate_id).aggregate(m=Max("sequence"))["m"] or 0
-    event = OutboxEvent.objects.create(
+    event = OutboxEvent(
         event_id=uuid.uuid4(), type=type, source=SOURCE, subject=subject, aggregate_id=str(aggregate_id),
-        sequence=last + 1, data=data, occurred_at=occurred_at or timezone.now(),
+        data=data, occurred_at=occurred_at or timezone.now(),
     )
+    # The aggregate's next sequence is read by the INSERT itself (a scalar subquery: the same MAX + 1 as reading it
+    # first, one round trip instead of two), and both the position and the sequence come back.
+    quote = connection.ops.quote_name
+    table, columns, values = insert_parts(event, connection, exclude=("sequence",))
+    sequence = quote(OutboxEvent._meta.get_field("sequence").column)
+    sql = (f"INSERT INTO {table} ({columns}, {sequence}) VALUES ({', '.join(['%s'] * len(values))}, "  # noqa: S608
+           f"(SELECT COALESCE(MAX({sequence}), 0) + 1 FROM {table} WHERE {quote('aggregate_id')} = %s)) "
+           f"RETURNING {quote(OutboxEvent._meta.pk.column)}, {sequence}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, event.aggregate_id])
+        position, event.sequence = cursor.fetchone()
+    mark_inserted(event, connection, position)
     transaction.on_commit(_kick_relay)
     return event
 

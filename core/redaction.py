@@ -39,6 +39,7 @@ nothing from Django, so it is usable anywhere (logging filters, Celery, scripts)
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -108,6 +109,8 @@ _SENSITIVE_NAME_RE = re.compile(_KEY_ALTERNATION, re.IGNORECASE)
 # that contains none of these stems cannot match the (comparatively slow) key rules.
 _STEMS = {re.split(r"[_-]", name.lower())[0] for name in SENSITIVE_KEYS}
 _NAME_STEMS: tuple[str, ...] = tuple(sorted(s for s in _STEMS if not any(o != s and o in s for o in _STEMS)))
+# The same pre-check as one search (a log line checks each of its names and its message).
+_NAME_STEMS_RE = re.compile("|".join(re.escape(stem) for stem in _NAME_STEMS))
 
 _JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
@@ -168,16 +171,20 @@ def _mask_digits(match: re.Match[str]) -> str:
 
 
 def _may_contain_sensitive_name(lowered: str) -> bool:
-    return any(stem in lowered for stem in _NAME_STEMS)
+    """True if ``lowered`` contains one of ``_NAME_STEMS``."""
+    return _NAME_STEMS_RE.search(lowered) is not None
 
 
 def is_sensitive_key(name: object) -> bool:
     """True if ``name`` (a dict key or log ``extra`` name) matches one of ``SENSITIVE_KEYS``."""
-    return (
-        isinstance(name, str)
-        and _may_contain_sensitive_name(name.lower())
-        and _SENSITIVE_NAME_RE.search(name) is not None
-    )
+    return isinstance(name, str) and _is_sensitive_name(name)
+
+
+@lru_cache(maxsize=4096)
+def _is_sensitive_name(name: str) -> bool:
+    """Memoised: a pure function of the name, and the same few names (``payment_id``, ``user_id``…) come with every
+    log line. Bounded, so names from logged data cannot grow it without limit."""
+    return _may_contain_sensitive_name(name.lower()) and _SENSITIVE_NAME_RE.search(name) is not None
 
 
 def redact_text(text: str) -> str:

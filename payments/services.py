@@ -41,6 +41,7 @@ from core.auth.principal import Principal
 from core.errors import NotFoundError, ServiceError, ValidationError
 from core.idempotency import Replay, Stale, idempotency_attach, idempotency_begin, idempotency_complete
 from core.models import IdempotencyKey
+from core.sql import insert_row
 from core.validators import validate_user_id
 from payments.models import Method, Payment, PaymentStatusChange, Provider, Source, Status
 from payments.processor_call import payment_call_processor
@@ -288,11 +289,11 @@ def payment_claim(*, principal: Principal, idempotency_key: str, fingerprint: st
             payment.merchant_account = usio_merchant_id(request.route.usio_account_name)
         if request.route.provider == Provider.JPM:
             payment.confirmation_id = payment.reference  # JPM's endToEndId is ours
-        payment.save(force_insert=True)
+        insert_row(payment)  # = payment.save(force_insert=True), compiled by hand (core.sql: every submission)
         # Creation is not a transition (payment_apply_status moves existing payments), so the first history row is
         # written here; it carries no event (SPEC §4: submitting writes none).
-        PaymentStatusChange.objects.create(payment=payment, from_status=None, to_status=Status.PROCESSING,
-                                           source=Source.API, actor=request.actor[:150])
+        insert_row(PaymentStatusChange(payment=payment, from_status=None, to_status=Status.PROCESSING,
+                                       source=Source.API, actor=request.actor[:150]))
         if record.resource_id != str(payment.pk):  # a stale key claimed afresh keeps its (empty) link: set it
             idempotency_attach(record=record, resource_id=str(payment.pk))
     logger.info("payment created", extra={"payment_id": str(payment.pk), "user_id": request.user_id,

@@ -29,6 +29,7 @@ from django.utils import timezone
 from core.bulk import bulk_insert
 from core.models import OutboxEvent
 from core.outbox import outbox_record, outbox_record_many
+from core.sql import insert_row
 from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
 from payments.serializers import payment_render
 
@@ -146,10 +147,10 @@ def payment_apply_status(
             if name != "version":
                 setattr(payment, name, value)
         payment.version += 1
-        PaymentStatusChange.objects.create(
+        insert_row(PaymentStatusChange(  # = PaymentStatusChange.objects.create, compiled by hand (core.sql)
             payment=payment, from_status=previous, to_status=to_status, source=source, actor=actor,
             return_code=values.get("return_code"), raw_payload_ref=raw_payload_ref[:255], event_type=event_type, at=at,
-        )
+        ))
         if event_type:
             outbox_record(type=event_type, subject=payment.confirmation_id or str(payment.pk),
                           aggregate_id=str(payment.pk), data=payment_render(payment), occurred_at=at)

@@ -30,6 +30,7 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from core.errors import BadRequest, ConflictError, ValidationError
 from core.models import IdempotencyKey, IdempotencyKeyStatus
+from core.sql import insert_parts, mark_inserted, update_where
 
 logger = logging.getLogger(__name__)
 
@@ -165,24 +166,19 @@ def _insert_unless_taken(record: IdempotencyKey) -> bool:
     the unique violation was: on PostgreSQL the INSERT waits for a concurrent uncommitted claim of the same key,
     then inserts (it rolled back) or does nothing (it committed).
     """
-    meta = IdempotencyKey._meta
     connection = transaction.get_connection()
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
-    values = [f.get_db_prep_save(f.pre_save(record, add=True), connection) for f in fields]
-    # Identifiers from the model's own metadata, quoted; every value is a parameter.
-    columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-           f"ON CONFLICT ({quote('client_id')}, {quote('key')}) DO NOTHING RETURNING {quote(meta.pk.column)}")
+    table, columns, values = insert_parts(record, connection)
+    placeholders = ", ".join(["%s"] * len(values))
+    sql = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 (model metadata, quoted)
+           f"ON CONFLICT ({quote('client_id')}, {quote('key')}) DO NOTHING "
+           f"RETURNING {quote(IdempotencyKey._meta.pk.column)}")
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
     if row is None:
         return False
-    record.pk = row[0]
-    record._state.adding = False
-    record._state.db = connection.alias
+    mark_inserted(record, connection, row[0])
     return True
 
 
@@ -260,7 +256,10 @@ def idempotency_complete(
         fields["resource_id"] = str(resource_id)
     elif no_resource:
         fields["resource_id"] = None
-    updated = IdempotencyKey.objects.filter(pk=record.pk, status=IdempotencyKeyStatus.IN_PROGRESS).update(**fields)
+    # = IdempotencyKey.objects.filter(pk=…, status=IN_PROGRESS).update(**fields), compiled by hand (core.sql: once
+    # per payment submission)
+    updated = update_where(IdempotencyKey, where={"pk": record.pk, "status": IdempotencyKeyStatus.IN_PROGRESS},
+                           values=fields)
     if not updated:
         logger.warning("idempotency key not completed: no longer in progress", extra={"idempotency_key_id": record.pk})
         return False

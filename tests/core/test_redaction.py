@@ -200,3 +200,18 @@ def test_redact_text_is_idempotent(text):
 ])
 def test_url_encoded_card_numbers_are_masked(text, expected):
     assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize("entry", SENSITIVE_KEYS)
+def test_every_sensitive_name_is_recognised_however_written_and_however_often(entry):
+    """The names of log records are checked once per process and name (memoised): the answer is the rule's."""
+    camel = "".join(part.capitalize() for part in entry.replace("-", "_").split("_"))
+    for name in (entry, entry.upper(), f"x_{entry}", camel, f"X-{camel}-Id"):
+        assert is_sensitive_key(name) and is_sensitive_key(name), name
+        assert redact({name: "value"}) == {name: REDACTED}
+
+
+@pytest.mark.parametrize("key", [1, None, 1.5, ("token",), b"token", frozenset({"password"})])
+def test_keys_that_are_not_strings_are_never_sensitive(key):
+    assert is_sensitive_key(key) is False and is_sensitive_key(key) is False
+    assert redact({key: "v"}) == {key: "v"}
