@@ -42,6 +42,10 @@ status machine (a change already made is refused), so re-running a window change
 a crash in the middle completes the rest. A payment that needs one change (the usual case) is applied set-based,
 500 per transaction (``payment_apply_status_many``); one that needs two (PROCESSING first moved on) gets its own
 transaction (``payment_apply_status`` each step). No transaction is open during the HTTP call.
+
+On PostgreSQL, called outside a transaction (the worker), page k + 1 is staged and matched in a second thread with
+its own connection while page k is applied in the caller's (``_sync_pages_overlapped``): the same outcome as one page
+after the other, the payments page k changed being read again before page k + 1 is applied.
 """
 
 from __future__ import annotations
