@@ -43,17 +43,18 @@ a crash in the middle completes the rest. A payment that needs one change (the u
 500 per transaction (``payment_apply_status_many``); one that needs two (PROCESSING first moved on) gets its own
 transaction (``payment_apply_status`` each step). No transaction is open during the HTTP call.
 
-On PostgreSQL, called outside a transaction (the worker), page k + 1 is staged and matched in a second thread with
-its own connection while page k is applied in the caller's (``_sync_pages_overlapped``): the same outcome as one page
-after the other, the payments page k changed being read again before page k + 1 is applied.
+On PostgreSQL, called outside a transaction (the worker), the next pages are staged and matched in threads with their
+own connections while the page before them is applied in the caller's (``_sync_pages_overlapped``): the same outcome
+as one page after the other, the payments changed meanwhile being read again before a page is applied.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -61,7 +62,6 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from itertools import chain
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -90,6 +90,8 @@ KEY_CHUNK = 900
 #: Records read, staged and applied at a time (``USIO_SYNC_PAGE_SIZE`` overrides it): the worker's memory grows
 #: with the page, not with the window, and every page costs the same few queries.
 PAGE_SIZE = 5000
+#: Pages staged at once, each in its own thread and connection, while the worker applies the page before them.
+STAGING_THREADS = 2
 #: Payments per set-based status transaction (``_apply_many``).
 APPLY_CHUNK = 500
 #: The staging fields compared (and rewritten) when a record is seen again.
@@ -247,38 +249,53 @@ def _stage_page(records: list[UsioRecord], window: _Window) -> _Staged:
 
 def _sync_pages_overlapped(pages: Iterable[list[UsioRecord]], window: _Window) -> None:
     """PostgreSQL, called outside any transaction: the pages in order, as ``_stage_page`` then ``_apply_page`` each,
-    but page k + 1 is staged in a second thread (its own database connection, closed at the end) while page k is
-    applied in this one. Staging a page is mostly PostgreSQL's work (``COPY``, the match, the upsert) and applying
-    one mostly this process's, so the two overlap on two cores (issue 10) instead of waiting for each other.
+    but the next ``STAGING_THREADS`` pages are staged in threads of their own (each with its own database connection,
+    closed at the end) while the page before them is applied in this one. Staging a page is mostly PostgreSQL's work
+    (``COPY``, the match, the upsert, the commit's foreign-key checks) and applying one mostly this process's, so they
+    overlap on two cores (issue 10) instead of waiting for each other.
 
-    The same outcome as one page after the other: the pages keep their order and are applied in this thread only;
-    staging writes only staging rows (its own transaction, committed before its page is applied, as before); and
-    the one thing page k + 1's staging reads that page k's application may write — the matched payments' status and
-    confirmation — is read again, after page k was applied, for every payment page k changed or tried to
-    (``_refresh``). Anything raised in the staging thread is raised here, at its page's turn; the thread's work in
-    flight is waited for before this returns or raises.
+    The same outcome as one page after the other: the pages are applied in order and in this thread only; staging
+    writes only staging rows (its own transaction, committed before its page is applied, as before), and pages list
+    distinct confirmations; and the one thing a page's staging reads that the pages applied meanwhile may write — the
+    matched payments' status and confirmation — is read again before it is applied, for every payment those pages
+    changed or tried to (``_refresh``). Anything raised in a staging thread is raised here, at its page's turn; the
+    threads' work in flight is waited for before this returns or raises.
     """
     def stage(records: list[UsioRecord]) -> _Staged:
         return _stage_page(records, window)
 
-    stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usio-sync-stage")
+    stager = ThreadPoolExecutor(max_workers=STAGING_THREADS, thread_name_prefix="usio-sync-stage")
+    pending: deque = deque()  # pages staged or being staged: (records, future, payments applied since submitted)
+
+    def apply_next() -> None:
+        records, future, stale = pending.popleft()
+        touched = _apply_page(records, _refresh(future.result(), stale), window)
+        for _, _, later in pending:  # their staging may have read these before this page changed them
+            later.update(touched)
+
     try:
-        pending = None  # the page before: (its records, the future of its staging)
-        touched: set = set()  # the payments the page applied last changed or tried to
-        for records in chain(pages, [None]):  # None: after the last page
-            # Queued behind the page before's staging: it runs while that page is applied below.
-            following = (records, stager.submit(stage, records)) if records is not None else None
-            if pending is not None:
-                touched = _apply_page(pending[0], _refresh(pending[1].result(), touched), window)
-            pending = following
+        for records in pages:
+            pending.append((records, stager.submit(stage, records), set()))
+            if len(pending) > STAGING_THREADS:
+                apply_next()
+        while pending:
+            apply_next()
     finally:
-        stager.submit(lambda: connection.close()).result()  # the staging thread's own connection, looked up there
+        # Each staging thread closes its own connection (a barrier hands exactly one close to each).
+        barrier = threading.Barrier(STAGING_THREADS)
+
+        def close() -> None:
+            barrier.wait()
+            connection.close()
+
+        for future in [stager.submit(close) for _ in range(STAGING_THREADS)]:
+            future.result()
         stager.shutdown(wait=True)
 
 
 def _refresh(staged: _Staged, touched: set) -> _Staged:
-    """``staged`` with the payments in ``touched`` (which the previous page's application changed or tried to,
-    possibly after this page's staging read them) read again (PostgreSQL's ``_PaymentRow``s)."""
+    """``staged`` with the payments in ``touched`` (which the pages applied since this one was submitted for staging
+    changed or tried to, possibly after its staging read them) read again (PostgreSQL's ``_PaymentRow``s)."""
     stale = {payment.pk for payment in staged.payments.values()} & touched
     if stale:
         fresh = {row[0]: _PaymentRow(*row) for row in Payment.objects.filter(pk__in=stale).values_list(

@@ -343,6 +343,19 @@ class _JsonReader:
         """Whether the next character (after ``skip_ws``) is ``char``."""
         return self.text.startswith(char, self.pos)
 
+    def after_item(self, close: str) -> bool:
+        """After a member or an element: True once past the container's closing ``close``, False once past the
+        ``,`` before the next (and its whitespace); anything else is the error ``json.loads`` would raise."""
+        self.skip_ws()
+        if self.at(close):
+            self.pos += 1
+            return True
+        if not self.at(","):
+            raise self.error(f"expected ',' or '{close}'")
+        self.pos += 1
+        self.skip_ws()
+        return False
+
     def value(self) -> Any:
         """Decode the value at ``pos`` and move past it, once it is whole: a value that fails to decode may just
         not have arrived yet (read on, then decode it again); one ending where the text read so far ends (a number)
@@ -398,14 +411,8 @@ def _scan_object(reader: _JsonReader, on_item: Callable[[Any], None],
                 members[key] = reader.value()
                 if key == "Transactions":
                     has_items = False
-            reader.skip_ws()
-            if reader.at("}"):
-                reader.pos += 1
+            if reader.after_item("}"):
                 break
-            if not reader.at(","):
-                raise reader.error("expected ',' or '}'")
-            reader.pos += 1
-            reader.skip_ws()
     reader.skip_ws()
     if reader.pos != len(reader.text):
         raise reader.error("extra data")
@@ -421,14 +428,8 @@ def _scan_array(reader: _JsonReader, on_item: Callable[[Any], None]) -> None:
         return
     while True:
         on_item(reader.value())
-        reader.skip_ws()
-        if reader.at("]"):
-            reader.pos += 1
+        if reader.after_item("]"):
             return
-        if not reader.at(","):
-            raise reader.error("expected ',' or ']'")
-        reader.pos += 1
-        reader.skip_ws()
 
 
 def transaction_report(text: str | Iterable[str], *, operation: str, exchange: Exchange) -> UsioTransactionReport:

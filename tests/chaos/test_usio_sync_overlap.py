@@ -1,7 +1,7 @@
-"""The Usio sync stages page k + 1 in a second thread (its own PostgreSQL connection) while page k is applied
-(``syncing.usio_sync._sync_pages_overlapped``, issue 10). Real PostgreSQL, row locks and triggers; the sandbox over
-HTTP. What must hold: the outcome of one page after the other, a failure in the staging thread raised at its page's
-turn with the pages before it kept, and no connection left behind."""
+"""The Usio sync stages the next pages in threads of their own (each with its own PostgreSQL connection) while the
+page before them is applied (``syncing.usio_sync._sync_pages_overlapped``, issue 10). Real PostgreSQL, row locks and
+triggers; the sandbox over HTTP. What must hold: the outcome of one page after the other, a failure in a staging
+thread raised at its page's turn with the pages before it kept, and no connection left behind."""
 
 from __future__ import annotations
 
@@ -123,43 +123,48 @@ def test_a_window_of_many_pages_is_applied_whole_and_the_staging_connection_clos
 
 
 @pytest.fixture
-def staging_fails_after_two_rows():
-    """A real database failure in the staging thread: inserting a third staging row raises (a trigger)."""
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE FUNCTION usio_overlap_fail() RETURNS trigger AS $$ BEGIN "
-                       f"IF (SELECT count(*) FROM {STAGING}) >= 2 THEN RAISE EXCEPTION 'disk full'; END IF; "
-                       "RETURN NEW; END $$ LANGUAGE plpgsql")
-        cursor.execute(f"CREATE TRIGGER usio_overlap_fail BEFORE INSERT ON {STAGING} "
-                       "FOR EACH ROW EXECUTE FUNCTION usio_overlap_fail()")
+def staging_fails_for():
+    """``staging_fails_for(confirmation)``: a real database failure in a staging thread — inserting that
+    confirmation's staging row raises (a trigger) — until the returned ``disarm()`` or the end of the test."""
 
     def disarm():
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TRIGGER IF EXISTS usio_overlap_fail ON {STAGING}")
             cursor.execute("DROP FUNCTION IF EXISTS usio_overlap_fail()")
 
-    yield disarm
+    def arm(confirmation: str):
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE FUNCTION usio_overlap_fail() RETURNS trigger AS $$ BEGIN "
+                           f"IF NEW.confirmation = '{confirmation}' THEN RAISE EXCEPTION 'disk full'; END IF; "
+                           "RETURN NEW; END $$ LANGUAGE plpgsql")
+            cursor.execute(f"CREATE TRIGGER usio_overlap_fail BEFORE INSERT ON {STAGING} "
+                           "FOR EACH ROW EXECUTE FUNCTION usio_overlap_fail()")
+        return disarm
+
+    yield arm
     disarm()
 
 
-def test_a_failure_in_the_staging_thread_is_raised_and_the_pages_before_it_are_kept(
-        sandbox, service, bank_account, settings, staging_fails_after_two_rows):
+def test_a_failure_in_a_staging_thread_is_raised_and_the_pages_before_it_are_kept(
+        sandbox, service, bank_account, settings, staging_fails_for):
     settings.USIO_SYNC_PAGE_SIZE = 2
     payments = [float_ach(service, bank_account, RETURNED + "02") for _ in range(4)]
     sandbox.advance(days=2)
+    # The report lists them in submission order: pages [0, 1] and [2, 3]; page 2's staging fails (it runs while page
+    # 1 is staged or applied).
+    disarm = staging_fails_for(payments[2].confirmation_id)
     connections = backends()
 
     with pytest.raises(DatabaseError, match="disk full"):
         sync("ach_returns", next_chicago_day_window())
 
     # Page 1 staged and applied; page 2's staging rolled back whole, nothing of it applied.
-    staged = set(UsioTransaction.objects.values_list("payment_id", flat=True))
-    assert len(staged) == 2
     statuses = dict(Payment.objects.values_list("pk", "payment_status"))
-    assert {pk: statuses[pk] for pk in staged} == dict.fromkeys(staged, "FAILED")
-    assert sorted(statuses.values()) == ["ACHSENT", "ACHSENT", "FAILED", "FAILED"]
+    assert [statuses[payment.pk] for payment in payments] == ["FAILED", "FAILED", "ACHSENT", "ACHSENT"]
+    assert set(UsioTransaction.objects.values_list("payment_id", flat=True)) == {payments[0].pk, payments[1].pk}
     assert backends() == connections
 
-    staging_fails_after_two_rows()  # the failure is gone: the next run completes the window
+    disarm()  # the failure is gone: the next run completes the window
     assert counts(sync("ach_returns", next_chicago_day_window())) == {
         "fetched": 4, "created": 2, "unchanged": 2, "matched": 4, "applied": 2}
     for payment in payments:
