@@ -238,13 +238,10 @@ class _Staged:
 
 def _stage_page(records: list[UsioRecord], window: _Window) -> _Staged:
     """Stage one page of the report (one transaction) and match its records to payments. Touches no payment and
-    no ``window.stats``: it may run in the staging thread (``_sync_pages_overlapped``)."""
+    no ``window.stats``: it may run in a staging thread (``_sync_pages_overlapped``)."""
     if connection.vendor == "postgresql":
         return _stage_and_match_pg(records, record_type=window.record_type, merchant_id=window.merchant_id)
-    payments = _match(records)
-    staged = _stage(records, payments=payments, record_type=window.record_type, merchant_id=window.merchant_id)
-    staged.payments = payments
-    return staged
+    return _stage(records, payments=_match(records), record_type=window.record_type, merchant_id=window.merchant_id)
 
 
 def _sync_pages_overlapped(pages: Iterable[list[UsioRecord]], window: _Window) -> None:
