@@ -27,12 +27,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.adapters import BaseAdapter, HTTPAdapter
-from requests.utils import get_environ_proxies
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+import certifi
+import urllib3
+from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from core.redaction import redact, redact_text
 from integrations.errors import (
@@ -44,64 +52,55 @@ from integrations.errors import (
 )
 
 _MAX_AUDIT_BODY = 20_000
-#: Connections per (thread, origin): one per TLS configuration (urllib3 keys its pools by them), a few at most.
+#: Connection pools per (owner, route): one per host and TLS configuration, a few at most.
 _KEEPALIVE_POOLS = 4
 #: ``PROCESSOR_KEEPALIVE_SECONDS``' default: a connection idle longer than this is not reused. Well under the
 #: shortest common server keep-alive timeouts (gunicorn 2 s, Apache 5 s; nginx 75 s, AWS load balancers 60 s).
 DEFAULT_KEEPALIVE_SECONDS = 1.0
+#: Sent with every request unless the caller sets them (what requests sent, but for the agent's name).
+_DEFAULT_HEADERS = {"User-Agent": f"payments-service urllib3/{urllib3.__version__}",
+                    "Accept-Encoding": "gzip, deflate", "Accept": "*/*"}
 _kept_alive = threading.local()
 
 
-def _thread_adapter(url: str, idle_seconds: float) -> list:
-    """This thread's transport to ``url``'s origin, its connection kept alive between calls; dropped and replaced
-    when it has been idle longer than ``idle_seconds`` (its connection might be closing on the server's side).
-    Returns ``[adapter, when it was last used]`` (``time.monotonic``), the caller updating the time."""
-    parts = urlsplit(url)
-    origin = (parts.scheme, parts.netloc)
-    adapters = getattr(_kept_alive, "adapters", None)
-    if adapters is None:
-        adapters = _kept_alive.adapters = {}
-    entry = adapters.get(origin)
+def _new_manager(proxy: str | None, tls: dict) -> urllib3.PoolManager:
+    """The pools of one route: to the origin itself, or through ``proxy`` (its credentials, if its URL carries any,
+    sent as ``Proxy-Authorization``). One connection per pool (a thread or a client sends one request at a time);
+    never a transport retry or a redirect (``urlopen`` is always called with ``retries=False``)."""
+    if proxy is None:
+        return urllib3.PoolManager(num_pools=_KEEPALIVE_POOLS, maxsize=1, **tls)
+    if not proxy.lower().startswith(("http://", "https://")):
+        raise ValueError("only http(s) proxies are supported")
+    username, password = get_auth_from_url(proxy)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, num_pools=_KEEPALIVE_POOLS, maxsize=1, **tls)
+
+
+def _thread_manager(route: tuple, proxy: str | None, tls: dict, idle_seconds: float) -> list:
+    """This thread's pools for ``route`` (origin, proxy, TLS settings), their connection kept alive between calls;
+    dropped and replaced when idle longer than ``idle_seconds`` (the connection might be closing on the server's
+    side). Returns ``[manager, when it was last used]`` (``time.monotonic``), the caller updating the time. The
+    connections belong to the thread, not to one client: a client closed leaves them to the thread's next call."""
+    managers = getattr(_kept_alive, "managers", None)
+    if managers is None:
+        managers = _kept_alive.managers = {}
+    entry = managers.get(route)
     if entry is not None and time.monotonic() - entry[1] > idle_seconds:
-        entry[0].close()
+        entry[0].clear()
         entry = None
     if entry is None:
-        # No automatic retries here either (see HttpClient.__init__).
-        entry = [HTTPAdapter(max_retries=0, pool_connections=_KEEPALIVE_POOLS, pool_maxsize=1), 0.0]
-        adapters[origin] = entry
+        entry = managers[route] = [_new_manager(proxy, tls), 0.0]
     return entry
-
-
-class KeptAliveAdapter(BaseAdapter):
-    """A transport that sends through the calling thread's kept-alive connection to the request's origin
-    (``_thread_adapter``), never one idle longer than ``idle_seconds``. The connections belong to the thread, not to
-    one client: ``close`` (a client's session closed) leaves them to the thread's next call."""
-
-    def __init__(self, idle_seconds: float):
-        super().__init__()
-        if not idle_seconds > 0:
-            raise ValueError("idle_seconds must be positive")
-        self.idle_seconds = idle_seconds
-
-    def send(self, request, **kwargs):
-        entry = _thread_adapter(request.url, self.idle_seconds)
-        try:
-            return entry[0].send(request, **kwargs)
-        finally:
-            # Idle from now on (the body is read right after: the idle time is, if anything, overestimated).
-            entry[1] = time.monotonic()
-
-    def close(self) -> None:
-        pass
 
 
 _environment: dict[tuple, dict] = {}
 
 
 def _environ_proxies(url: str) -> dict:
-    """``requests.utils.get_environ_proxies(url)`` (the ``*_proxy`` variables, NO_PROXY honoured), read once per
-    process and origin — like the settings, the environment is the process's configuration (scanning it on every
-    call costs tens of microseconds: ``os.environ`` decodes every variable). ``clear_environment_cache`` forgets it."""
+    """``requests.utils.get_environ_proxies(url)`` (the ``*_proxy`` variables, NO_PROXY honoured, as requests honours
+    them), read once per process and origin — like the settings, the environment is the process's configuration
+    (scanning it on every call costs tens of microseconds: ``os.environ`` decodes every variable).
+    ``clear_environment_cache`` forgets it."""
     parts = urlsplit(url)
     key = (parts.scheme, parts.netloc)
     proxies = _environment.get(key)
@@ -113,6 +112,75 @@ def _environ_proxies(url: str) -> dict:
 def clear_environment_cache() -> None:
     """Forget the proxies read from the environment (a test that changes it)."""
     _environment.clear()
+
+
+def _tls_settings(verify: bool | str, cert: tuple[str, str] | str | None) -> dict:
+    """urllib3's pool arguments for ``verify`` (True: the certifi bundle, as requests; a path: that bundle or
+    directory; False: no verification) and ``cert`` (client certificate and key files, or one file with both)."""
+    if verify is False:
+        tls: dict = {"cert_reqs": "CERT_NONE"}
+    elif verify is True:
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()}
+    elif os.path.isdir(verify):
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": verify}
+    else:
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": verify}
+    if isinstance(cert, tuple | list):
+        tls["cert_file"], tls["key_file"] = cert
+    elif cert:
+        tls["cert_file"] = cert
+    return tls
+
+
+class Response:
+    """An answer as the clients read it: ``status_code``, ``headers``, ``content`` (the body's bytes, once read),
+    ``text``, ``json()``, and ``close()`` (also as a context manager) for a streamed answer — its connection is
+    kept for reuse only when the body was read to the end, else closed."""
+
+    __slots__ = ("_consumed", "_raw", "content", "headers", "status_code")
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse):
+        self._raw = raw
+        self.status_code: int = raw.status
+        self.headers = raw.headers
+        self.content: bytes | None = None
+        self._consumed = False
+
+    def _read_all(self) -> bytes:
+        self.content = self._raw.read()
+        self._consumed = True
+        self._raw.release_conn()
+        return self.content
+
+    def _chunks(self, size: int) -> Iterator[bytes]:
+        yield from self._raw.stream(size)
+        self._consumed = True
+        self._raw.release_conn()
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the charset its ``Content-Type`` names (UTF-8 when none), bad bytes replaced."""
+        charset = self.headers.get("Content-Type", "").lower().partition("charset=")[2].split(";")[0].strip(" \"'")
+        try:
+            return (self.content or b"").decode(charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return (self.content or b"").decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body's JSON (UTF-8 with or without a byte-order mark, UTF-16 or UTF-32, as JSON allows);
+        ``ValueError`` when it is not JSON."""
+        return json.loads(self.content or b"")
+
+    def close(self) -> None:
+        if not self._consumed:
+            self._raw.close()  # half-read: the connection is not reused
+        self._raw.release_conn()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -178,16 +246,34 @@ def _redacted_headers(headers: dict) -> dict:
     return redact({k: v for k, v in headers.items() if k.lower() not in ("cookie", "set-cookie")})
 
 
-def _connection_never_made(exc: requests.ConnectionError) -> bool:
-    """True when the TCP connection was never established, so the request was never sent."""
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
-    reason = getattr(reason, "original_error", reason)  # a proxy that could not be reached: the same
-    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+def _transport_error(exc: Exception) -> tuple[type, str]:
+    """The typed error (class, message) for what urllib3 (or http.client, refusing a header or a URL) raised while a
+    request was made: whether it could have reached the processor decides between "unavailable" (never sent) and
+    "timeout" (outcome unknown)."""
+    cause = getattr(exc, "original_error", exc)  # a proxy that failed: what failed
+    if isinstance(cause, NewConnectionError):  # a subclass of ConnectTimeoutError: first
+        return ProcessorUnavailable, "could not connect"
+    if isinstance(cause, ConnectTimeoutError):
+        return ProcessorUnavailable, "connect timeout"
+    if isinstance(cause, SSLError):
+        # TLS refused (client certificate or server verification): nothing was processed.
+        return ProcessorAuthError, "TLS handshake failed"
+    if isinstance(exc, ReadTimeoutError):
+        return ProcessorTimeout, "no answer within the read timeout"
+    if isinstance(exc, ProtocolError | ProxyError):
+        return ProcessorTimeout, "connection lost after the request was sent"
+    return ProcessorUnavailable, f"request failed: {type(exc).__name__}"
 
 
 class HttpClient:
-    """Base of every client. Subclasses call ``_send`` and parse with ``json_body``."""
+    """Base of every client. Subclasses call ``_send`` and parse with ``json_body``.
+
+    The transport is urllib3 (requests' own), called directly: requests' per-call preparation (merging session
+    settings, hooks, cookies, re-parsing the URL) cost about as much CPU as the HTTP exchange itself. What the
+    clients relied on from requests is kept: explicit connect/read timeouts, no retries and no redirects, the
+    certifi CA bundle (or ``verify``), client certificates, proxies from the environment as requests reads them
+    (``_environ_proxies``; ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` when ``verify`` is True), no ``.netrc``, JSON
+    bodies as requests encodes them, gzip answers decoded."""
 
     processor = "http"
 
@@ -199,45 +285,52 @@ class HttpClient:
         read_timeout: float,
         cert: tuple[str, str] | None = None,
         verify: bool | str = True,
-        session: requests.Session | None = None,
         keepalive_seconds: float | None = None,
     ):
-        """``keepalive_seconds``: send through the thread's kept-alive connections (``KeptAliveAdapter``), never
-        reusing one idle longer than that; None or 0: this client's own connections (one per client)."""
+        """``keepalive_seconds``: send through the thread's kept-alive connections (``_thread_manager``), never
+        reusing one idle longer than that; None or 0: this client's own connections (closed by ``close``)."""
         if not base_url:
             raise ProcessorConfigurationError(
                 "base URL is not configured", processor=self.processor, operation="configure"
             )
+        if keepalive_seconds is not None and keepalive_seconds < 0:
+            raise ValueError("keepalive_seconds must not be negative")
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self.cert = cert
         self.verify = verify
-        self.session = session or requests.Session()
-        # No automatic retries anywhere: a POST retried by the transport could move money twice.
-        for prefix in ("http://", "https://"):
-            self.session.mount(prefix, KeptAliveAdapter(keepalive_seconds) if keepalive_seconds
-                               else HTTPAdapter(max_retries=0))
-        # requests would re-read the whole environment for proxies on every call (``os.environ`` decodes every
-        # variable: tens of microseconds a call): the environment is honoured here instead (``_environment_settings``:
-        # the same proxies, NO_PROXY and CA bundle; the proxies read once per process, ``_environ_proxies``).
-        # Credentials are always explicit: no .netrc.
-        self._trusts_environment = self.session.trust_env
-        self.session.trust_env = False
+        self.keepalive_seconds = keepalive_seconds or 0
+        self._own: dict[tuple, urllib3.PoolManager] = {}  # keep-alive off: this client's pools, per route
 
-    def _environment_settings(self, url: str) -> dict:
-        """What requests takes from the environment for ``url`` when the session trusts it: ``proxies`` and
-        ``verify``; nothing when the session was given with ``trust_env`` off."""
-        if not self._trusts_environment:
-            return {"verify": self.verify}
+    def close(self) -> None:
+        """Close this client's own connections (none when it uses the thread's kept-alive ones)."""
+        for manager in self._own.values():
+            manager.clear()
+        self._own.clear()
+
+    def _manager(self, url: str) -> tuple[urllib3.PoolManager, list | None]:
+        """The pools for ``url`` with the environment's proxy and CA bundle: the thread's kept-alive ones (with their
+        ``[manager, last used]`` entry, for the caller to stamp) or this client's own."""
         verify = self.verify
         if verify is True:
             verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        return {"proxies": _environ_proxies(url), "verify": verify}
+        proxies = _environ_proxies(url)
+        proxy = select_proxy(url, proxies) if proxies else None
+        parts = urlsplit(url)
+        route = (parts.scheme, parts.netloc, proxy, verify, self.cert)
+        if self.keepalive_seconds:
+            entry = _thread_manager(route, proxy, _tls_settings(verify, self.cert), self.keepalive_seconds)
+            return entry[0], entry
+        manager = self._own.get(route)
+        if manager is None:
+            manager = self._own[route] = _new_manager(proxy, _tls_settings(verify, self.cert))
+        return manager, None
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _send(self, method: str, path: str, *, operation: str, **kwargs: Any) -> tuple[requests.Response, Exchange]:
+    def _send(self, method: str, path: str, *, operation: str, **kwargs: Any) -> tuple[Response, Exchange]:
         """Send one request; return the response (its body read) and its audit record, or raise a typed error.
 
         ``audit_body`` is what to record instead of the wire body (e.g. the JSON inside a JWS);
@@ -247,7 +340,7 @@ class HttpClient:
         return response, exchange
 
     def _send_streamed(self, method: str, path: str, *, operation: str,
-                       **kwargs: Any) -> tuple[requests.Response, Exchange, Iterator[bytes]]:
+                       **kwargs: Any) -> tuple[Response, Exchange, Iterator[bytes]]:
         """``_send`` for a large answer, read as it arrives: also returns the body's chunks (bytes), to be read to
         the end (the connection is reused only then; ``response.close()`` otherwise). The audit record holds the
         same first ``_MAX_AUDIT_BODY`` bytes as ``_send``'s; a connection lost while the rest is read raises
@@ -268,7 +361,7 @@ class HttpClient:
         audit_body: Any = None,
         url: str | None = None,
         audit_url: str | None = None,
-    ) -> tuple[requests.Response, Exchange, Iterator[bytes] | None]:
+    ) -> tuple[Response, Exchange, Iterator[bytes] | None]:
         target = url or self._url(path)
         recorded = _redacted_body(audit_body if audit_body is not None else (json_body if json_body is not None
                                                                               else data))
@@ -287,33 +380,31 @@ class HttpClient:
                                 duration_ms=round((time.perf_counter() - started) * 1000, 1))
             return cls(message, processor=self.processor, operation=operation, exchange=exchange)
 
+        entry = None
         try:
-            response = self.session.request(
-                method, target, json=json_body, data=data, params=params, headers=headers, stream=stream,
-                timeout=self.timeout, cert=self.cert, allow_redirects=False, **self._environment_settings(target),
-            )
-        except requests.ConnectTimeout as exc:
-            raise fail(ProcessorUnavailable, "connect timeout") from exc
-        except requests.exceptions.SSLError as exc:
-            # TLS refused (client certificate or server verification): nothing was processed.
-            raise fail(ProcessorAuthError, "TLS handshake failed") from exc
-        except requests.ReadTimeout as exc:
-            raise fail(ProcessorTimeout, "no answer within the read timeout") from exc
-        except requests.ConnectionError as exc:
-            if _connection_never_made(exc):
-                raise fail(ProcessorUnavailable, "could not connect") from exc
-            raise fail(ProcessorTimeout, "connection lost after the request was sent") from exc
-        except requests.RequestException as exc:
-            raise fail(ProcessorUnavailable, f"request failed: {type(exc).__name__}") from exc
+            if params:
+                query = urlencode([(key, value) for key, value in params.items() if value is not None], doseq=True)
+                target = f"{target}{'&' if '?' in target else '?'}{query}" if query else target
+            body, wire_headers = _body(json_body, data, headers)
+            manager, entry = self._manager(target)
+            raw = manager.urlopen(method, target, body=body, headers=wire_headers, redirect=False, retries=False,
+                                  timeout=self._timeout, preload_content=False, decode_content=True)
+        except (HTTPError, ValueError) as exc:  # ValueError: a header or URL http.client refuses, a NaN in the JSON
+            cls, message = _transport_error(exc)
+            raise fail(cls, message) from exc
+        finally:
+            if entry is not None:
+                # Idle from now on (the body is read right after: the idle time is, if anything, overestimated).
+                entry[1] = time.monotonic()
 
-        rest = None
+        response, rest = Response(raw), None
         try:
             if stream and response.status_code < 400:
-                rest = response.iter_content(_STREAM_CHUNK)
+                rest = response._chunks(_STREAM_CHUNK)
                 head = _read_head(rest, _MAX_AUDIT_BODY)
             else:
-                head = response.content
-        except requests.RequestException as exc:
+                head = response._read_all()
+        except (HTTPError, OSError) as exc:
             response.close()
             raise fail(ProcessorTimeout, _CUT_OFF, status=response.status_code) from exc
         exchange = Exchange(
@@ -336,14 +427,36 @@ class HttpClient:
         request was sent, the answer did not arrive whole."""
         try:
             yield from chunks
-        except requests.RequestException as exc:
+        except (HTTPError, OSError) as exc:
             raise ProcessorTimeout(_CUT_OFF, processor=self.processor, operation=exchange.operation,
                                    exchange=dataclasses.replace(exchange, error=_CUT_OFF)) from exc
 
-    def json_body(self, response: requests.Response, exchange: Exchange, *, operation: str) -> Any:
+    def json_body(self, response: Response, exchange: Exchange, *, operation: str) -> Any:
         """The response's JSON, or ``ProcessorProtocolError`` when it is not JSON."""
         try:
             return response.json()
         except ValueError as exc:
             raise ProcessorProtocolError("answer is not valid JSON", processor=self.processor,
                                          operation=operation, exchange=exchange) from exc
+
+
+def _body(json_body: Any, data: Any, headers: dict | None) -> tuple[bytes | None, dict]:
+    """The wire body and headers as requests made them: ``json_body`` as ``json.dumps`` (NaN refused) in UTF-8 with
+    ``Content-Type: application/json``; ``data`` as it is (bytes or text), or a dict form-encoded with
+    ``Content-Type: application/x-www-form-urlencoded``; a ``Content-Type`` the caller set wins."""
+    wire = {**_DEFAULT_HEADERS, **(headers or {})}
+    content_type = None
+    if data is not None:
+        if isinstance(data, dict):
+            body = urlencode(list(data.items()), doseq=True).encode()
+            content_type = "application/x-www-form-urlencoded"
+        else:
+            body = data.encode() if isinstance(data, str) else data
+    elif json_body is not None:
+        body = json.dumps(json_body, allow_nan=False).encode()
+        content_type = "application/json"
+    else:
+        body = None
+    if content_type and not any(name.lower() == "content-type" for name in wire):
+        wire["Content-Type"] = content_type
+    return body, wire

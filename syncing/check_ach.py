@@ -218,7 +218,7 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
     look-up still in flight as an error; so once the breaker trips nothing more is started (the rest: skipped), and
     when it does not, nothing is left out. None is started at or after ``deadline`` (the time budget) or
     ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are skipped. Each thread asks with its
-    own ``JpmClient`` (a ``requests.Session`` is not thread-safe), reused for the job's look-ups and closed at the
+    own ``JpmClient`` (its connections are its thread's), reused for the job's look-ups and closed at the
     end. Anything but a ``ProcessorError`` is raised here, at that payment's turn (the job fails as before)."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -284,7 +284,7 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
         pool.shutdown(wait=not running, cancel_futures=True)
         if not running:
             for client in clients:
-                client.session.close()
+                client.close()
 
 
 def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,

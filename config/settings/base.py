@@ -347,7 +347,7 @@ OUTBOUND_CONNECT_TIMEOUT = env.float("OUTBOUND_CONNECT_TIMEOUT", default=3.05)
 OUTBOUND_READ_TIMEOUT = env.float("OUTBOUND_READ_TIMEOUT", default=10.0)
 # Processor calls (JPM, Usio) reuse each thread's kept-alive connection; one idle longer than this many seconds is
 # not reused (well under any server's keep-alive timeout: a POST on a connection the server is closing would be
-# "outcome unknown"). 0: a new connection per client. integrations.http.KeptAliveAdapter.
+# "outcome unknown"). 0: a new connection per client. integrations.http._thread_manager.
 PROCESSOR_KEEPALIVE_SECONDS = env.float("PROCESSOR_KEEPALIVE_SECONDS", default=1.0)
 
 # --- Domain rules -----------------------------------------------------------------------------------

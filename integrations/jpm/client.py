@@ -253,7 +253,7 @@ def _private_key(path: str, setting: str):
 def jpm_client() -> JpmClient:
     """A client configured from the JPM_* settings, read now (so ``override_settings`` applies). Its calls go
     through the thread's kept-alive connections, none reused after ``PROCESSOR_KEEPALIVE_SECONDS`` idle
-    (``integrations.http.KeptAliveAdapter``)."""
+    (``integrations.http._thread_manager``)."""
     required = ("JPM_BASE_URL", "JPM_TOKEN_URL", "JPM_CLIENT_ID", "JPM_PRIVATE_KEY_PATH")
     missing = [name for name in required if not getattr(settings, name, "")]
     if missing:

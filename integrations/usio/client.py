@@ -323,7 +323,7 @@ def usio_client(account_name: str) -> UsioClient:
     """The client of a configured merchant account (``USIO_ACCOUNTS[account_name]``), settings read now.
 
     Unknown name, missing credentials or no ``USIO_BASE_URL`` → ``ProcessorConfigurationError``. Its calls go
-    through the thread's kept-alive connections (``integrations.http.KeptAliveAdapter``), none reused after
+    through the thread's kept-alive connections (``integrations.http._thread_manager``), none reused after
     ``PROCESSOR_KEEPALIVE_SECONDS`` idle (default 1; 0: a new connection per client).
     """
     accounts = getattr(settings, "USIO_ACCOUNTS", {}) or {}
