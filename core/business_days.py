@@ -227,5 +227,11 @@ def third_business_day_reached(submitted: datetime, now: datetime) -> bool:
     ``chicago_date(now) >= add_business_days(chicago_date(submitted), 3)``.
     Both arguments must be timezone-aware datetimes (naive ones raise ValueError).
     """
-    deadline = add_business_days(chicago_date(submitted), 3)
-    return chicago_date(now) >= deadline
+    return chicago_date(now) >= _third_business_day_after(chicago_date(submitted))
+
+
+@functools.lru_cache(maxsize=4096)
+def _third_business_day_after(day: date) -> date:
+    """``add_business_days(day, 3)``, once per date (the calendar is fixed per year): check-ach and the Usio sync ask
+    for every payment, and a day's payments share one date."""
+    return add_business_days(day, 3)

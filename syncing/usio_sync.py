@@ -61,7 +61,6 @@ from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -655,7 +654,7 @@ def _steps(payment: Payment, record: UsioRecord, *, job_type: str, now: datetime
             return (_Step(Status.ACHSENT), _Step(Status.COMPLETED, at=now)) if credit else (_Step(Status.ACHSENT),)
         if payment.payment_status not in (Status.ACHSENT, Status.CLEARED) or payment.purpose == Purpose.PRENOTE:
             return ()  # already past this point; prenotes are the prenote verifier's
-        if credit or (payment.submit_date is not None and _gate_reached(payment.submit_date, now)):
+        if credit or (payment.submit_date is not None and third_business_day_reached(payment.submit_date, now)):
             return (_Step(Status.COMPLETED, at=now),)
         return ()  # a debit before the gate: check-ach completes it
     if status == "failed":
@@ -665,12 +664,6 @@ def _steps(payment: Payment, record: UsioRecord, *, job_type: str, now: datetime
         return (_Step(Status.FAILED, failure=failure, return_code=record.return_code,
                       return_info=record.return_code or failure),)
     return ()  # pending: nothing known yet
-
-
-@lru_cache(maxsize=4096)
-def _gate_reached(submitted: datetime, now: datetime) -> bool:
-    """``third_business_day_reached``, once per (submission time, clock): a window's payments share few."""
-    return third_business_day_reached(submitted, now)
 
 
 def _apply_many(to_status: str, chunk: list, *, account: str, record_type: str, merchant_id: str) -> int:
