@@ -7,6 +7,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from blocklist.models import BlocklistRecord, BlocklistStatus
+from core.sql import select_first
 from core.validators import validate_user_id
 
 # Newest first; ``id`` breaks ties between records written in the same instant.
@@ -30,7 +31,9 @@ class BlocklistState:
 
 def blocklist_current_record(*, user_id: str) -> BlocklistRecord | None:
     """The newest record of ``user_id`` (its current state), or None when the user was never on the blocklist."""
-    return BlocklistRecord.objects.filter(user_id=user_id).order_by(*NEWEST_FIRST).first()
+    # = BlocklistRecord.objects.filter(user_id=user_id).order_by(*NEWEST_FIRST).first(), compiled by hand (core.sql:
+    # every ACH submission asks)
+    return select_first(BlocklistRecord, where={"user_id": user_id}, order_by=NEWEST_FIRST)
 
 
 def blocklist_current_records(*, user_ids) -> dict[str, BlocklistRecord]:

@@ -29,7 +29,7 @@ from django.utils import timezone
 from core.bulk import bulk_insert
 from core.models import OutboxEvent
 from core.outbox import outbox_record, outbox_record_many
-from core.sql import insert_row
+from core.sql import insert_row, select_one, update_where
 from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
 from payments.serializers import payment_render
 
@@ -126,7 +126,8 @@ def payment_apply_status(
     if to_status not in TRANSITIONS:
         raise ValueError(f"unknown status {to_status!r}")
     with transaction.atomic(savepoint=savepoint):
-        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        # = Payment.objects.select_for_update().get(pk=payment_id), compiled by hand (core.sql: every submission)
+        payment = select_one(Payment, where={"pk": payment_id}, for_update=True)
         at = at or timezone.now()  # after the lock: a change that waited for the row happened when it applied
         previous = payment.payment_status
         sources = allowed_sources(to_status, payment.payment_method)
@@ -139,7 +140,8 @@ def payment_apply_status(
             "return_code": return_code, "return_info": return_info, "confirmation_id": confirmation_id,
             "merchant_account": merchant_account}, event_type)
         updates = {"payment_status": to_status, "version": F("version") + 1, "updated_at": timezone.now(), **values}
-        changed = Payment.objects.filter(pk=payment.pk, payment_status__in=sources).update(**updates)
+        # = Payment.objects.filter(pk=…, payment_status__in=sources).update(**updates), compiled by hand (core.sql)
+        changed = update_where(Payment, where={"pk": payment.pk, "payment_status__in": sources}, values=updates)
         if changed != 1:  # cannot happen under the row lock; the condition is the backstop
             raise RuntimeError("conditional status update did not apply under lock")
         # What refresh_from_db would read back (the row is locked): the values just written, one query fewer.
