@@ -54,7 +54,7 @@ def outbox_record(*, type: str, subject: str, aggregate_id: str, data: dict,
         cursor.execute(sql, [*values, event.aggregate_id])
         position, event.sequence = cursor.fetchone()
     mark_inserted(event, connection, position)
-    transaction.on_commit(_kick_relay)
+    transaction.on_commit(outbox_kick_relay)
     return event
 
 
@@ -105,7 +105,7 @@ def outbox_record_many(*, events: list[dict], occurred_at: datetime | None = Non
                                 aggregate_id=aggregate, sequence=last[aggregate], data=event["data"],
                                 occurred_at=event.get("occurred_at") or moment))
     bulk_insert(OutboxEvent, rows)
-    transaction.on_commit(_kick_relay)
+    transaction.on_commit(outbox_kick_relay)
     return len(rows)
 
 
@@ -122,7 +122,8 @@ def outbox_envelope(event: OutboxEvent) -> dict:
     }
 
 
-def _kick_relay() -> None:
+def outbox_kick_relay() -> None:
+    """Ask the relay to publish soon (after the commit of a transaction that wrote events)."""
     from core.outbox_relay import outbox_relay_kick  # the relay imports this module
 
     outbox_relay_kick()

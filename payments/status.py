@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from core.bulk import bulk_insert
 from core.models import OutboxEvent
-from core.outbox import outbox_record, outbox_record_many
+from core.outbox import SOURCE as OUTBOX_SOURCE
+from core.outbox import outbox_kick_relay, outbox_record, outbox_record_many
 from core.sql import insert_row, select_one, update_where
 from payments.models import Method, Payment, PaymentStatusChange, PaymentType, Purpose, Status
 from payments.serializers import payment_render
@@ -241,6 +242,142 @@ def payment_apply_status_many(
                     extra={"to_status": to_status, "source": source, "count": len(applied),
                            "payment_ids": [str(payment.pk) for payment, *_ in applied]})
     return results
+
+
+def payment_complete_many(*, payment_ids, source: str, actor: str = "system", raw_payload_refs: dict | None = None,
+                          at: datetime | None = None) -> list:
+    """``payment_apply_status_many(to_status=COMPLETED)`` without codes or details — check-ach's completions — as ONE
+    SQL statement on PostgreSQL, with no per-payment Python: the rows in an allowed status locked in id order, the
+    conditional ``UPDATE`` (status, ``version`` + 1, ``updated_at``, ``completion_date``, ``event_type``), the
+    ``PaymentStatusChange`` rows and the outbox events (the next sequence of each payment, ``data`` rendered by the
+    database as ``payment_render`` renders the stored row: ``_render_sql``) written from the ``UPDATE``'s ``RETURNING``.
+    The same rows as ``payment_apply_status_many`` (asserted in ``tests/chaos/test_complete_many_sql.py``), one round
+    trip whatever the batch size. A payment no longer in an allowed status (it moved meanwhile: the lock re-reads it)
+    is left alone and logged as refused. Elsewhere (SQLite) it is ``payment_apply_status_many``.
+
+    Returns the ids of the payments completed. ``raw_payload_refs``: payment id → reference for its history row.
+    """
+    raw_payload_refs = raw_payload_refs or {}
+    ids = sorted(set(payment_ids))
+    if transaction.get_connection().vendor != "postgresql":
+        results = payment_apply_status_many(payment_ids=ids, to_status=S.COMPLETED, source=source, actor=actor,
+                                            raw_payload_refs=raw_payload_refs, at=at)
+        return [pk for pk, result in results.items() if result.applied]
+    if not ids:
+        return []
+    at = at or timezone.now()
+    now = timezone.now()
+    sources = sorted({status for method in Method.values for status in allowed_sources(S.COMPLETED, method)})
+    if len({allowed_sources(S.COMPLETED, method) for method in Method.values}) != 1:  # the SQL checks status only
+        raise RuntimeError("completions allowed from different statuses per method: use payment_apply_status_many")
+    with transaction.atomic(), transaction.get_connection().cursor() as cursor:
+        cursor.execute(_complete_many_sql(), {
+            "ids": ids, "refs": [str(raw_payload_refs.get(pk, ""))[:255] for pk in ids], "sources": sources,
+            "to_status": S.COMPLETED, "at": at, "now": now, "source": source, "actor": actor,
+            "event_source": OUTBOX_SOURCE})
+        # (id, completed, its status before the statement) for every payment asked about that exists, in id order
+        rows = cursor.fetchall()
+        completed = [pk for pk, done, _ in rows if done]
+        if completed:
+            transaction.on_commit(outbox_kick_relay)
+    for pk, done, previous in rows:
+        if not done:  # as _refused logs it
+            logger.info("payment status change refused",
+                        extra={"payment_id": str(pk), "from_status": previous, "to_status": S.COMPLETED,
+                               "source": source, "outcome": "duplicate" if previous == S.COMPLETED else "disallowed"})
+    if completed:
+        logger.info("payment statuses changed",
+                    extra={"to_status": S.COMPLETED, "source": source, "count": len(completed),
+                           "payment_ids": [str(pk) for pk in completed]})
+    return completed
+
+
+def _render_sql(row: str) -> str:
+    """``jsonb_build_object`` of ``payment_render`` over the columns of ``row`` (an alias of a payments row): the
+    serializer's fields in its order, each rendered as its DRF field renders it — text as it is, a UUID as text, the
+    amount with its two decimals, an integer as a number, a date-time in UTC as ``isoformat()`` with ``Z`` (the
+    microseconds only when there are some), None as null. A field of any other kind raises: this must follow the
+    serializer (``tests/chaos/test_complete_many_sql.py`` compares it with ``payment_render``)."""
+    from payments.serializers import PaymentOutput
+
+    parts = []
+    for name in PaymentOutput.Meta.fields:
+        field = Payment._meta.get_field(name)
+        column = f"{row}.{field.column}"
+        if isinstance(field, models.DateTimeField):
+            utc = f"({column} AT TIME ZONE 'UTC')"
+            value = (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN extract(microseconds FROM {column})"
+                     f"::bigint %% 1000000 = 0 THEN '' ELSE to_char({utc}, '.US') END || 'Z'")
+        elif isinstance(field, models.DecimalField):
+            if field.decimal_places != PaymentOutput._declared_fields[name].decimal_places:
+                raise NotImplementedError(f"{name}: the column's scale is not the one the API renders")
+            value = f"{column}::text"
+        elif isinstance(field, models.UUIDField):
+            value = f"{column}::text"
+        elif isinstance(field, models.CharField | models.IntegerField):
+            value = column
+        else:
+            raise NotImplementedError(f"{name}: no SQL rendering for {type(field).__name__}")
+        parts.append(f"'{name}', {value}")
+    return f"jsonb_build_object({', '.join(parts)})"
+
+
+def _event_type_sql(row: str) -> str:
+    """``event_type_for(payment, COMPLETED)`` as a ``CASE`` over the purpose and type of ``row`` (built from the Python
+    rule itself, for every purpose and type: one source of truth); NULL when the change writes no event."""
+    branches = []
+    for purpose in Purpose.values:
+        for payment_type in PaymentType.values:
+            event_type = event_type_for(Payment(purpose=purpose, payment_type=payment_type), S.COMPLETED)
+            if event_type:
+                branches.append(f"WHEN {row}.purpose = '{purpose}' AND {row}.payment_type = '{payment_type}' "
+                                f"THEN '{event_type}'")
+    return f"CASE {' '.join(branches)} END"
+
+
+_COMPLETE_MANY_SQL: str | None = None
+
+
+def _complete_many_sql() -> str:
+    """The statement of ``payment_complete_many`` (built once from the models' metadata and the rules)."""
+    global _COMPLETE_MANY_SQL
+    if _COMPLETE_MANY_SQL is None:
+        payments, changes = Payment._meta.db_table, PaymentStatusChange._meta.db_table
+        events = OutboxEvent._meta.db_table
+        _COMPLETE_MANY_SQL = f"""
+WITH asked AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(refs)s::text[]) AS a(id, ref)
+), locked AS (
+    SELECT p.id, p.payment_status AS previous, a.ref
+      FROM {payments} p JOIN asked a ON a.id = p.id
+     WHERE p.payment_status = ANY(%(sources)s::text[])
+     ORDER BY p.id
+       FOR UPDATE OF p
+), changed AS (
+    UPDATE {payments} p
+       SET payment_status = %(to_status)s, version = p.version + 1, updated_at = %(now)s,
+           completion_date = %(at)s, event_type = COALESCE({_event_type_sql("p")}, p.event_type)
+      FROM locked l
+     WHERE p.id = l.id AND p.payment_status = ANY(%(sources)s::text[])
+    RETURNING p.*, l.previous, l.ref, {_event_type_sql("p")} AS new_event
+), history AS (
+    INSERT INTO {changes} (payment_id, from_status, to_status, source, actor, return_code, raw_payload_ref,
+                           event_type, at)
+    SELECT c.id, c.previous, %(to_status)s, %(source)s, %(actor)s, NULL, c.ref, c.new_event, %(at)s
+      FROM changed c ORDER BY c.id
+), written AS (
+    INSERT INTO {events} (event_id, type, source, subject, aggregate_id, sequence, data, occurred_at, created_at)
+    SELECT gen_random_uuid(), c.new_event, %(event_source)s, COALESCE(c.confirmation_id, c.id::text), c.id::text,
+           COALESCE((SELECT e.sequence FROM {events} e WHERE e.aggregate_id = c.id::text
+                      ORDER BY e.sequence DESC LIMIT 1), 0) + 1,
+           {_render_sql("c")}, %(at)s, %(now)s
+      FROM changed c WHERE c.new_event IS NOT NULL ORDER BY c.id
+)
+SELECT a.id, c.id IS NOT NULL, p.payment_status
+  FROM asked a LEFT JOIN changed c ON c.id = a.id LEFT JOIN {payments} p ON p.id = a.id
+ WHERE p.id IS NOT NULL ORDER BY a.id
+"""  # noqa: S608 (table names from the models' metadata; the rules' constants; values are parameters)
+    return _COMPLETE_MANY_SQL
 
 
 def _per_row(name: str, rows: list[tuple]) -> object:

@@ -19,9 +19,9 @@
 - **run_job** (``check_ach_run``): the same selection, every batch processed inline.
 
 Every change goes through the status machine (source ``check_ach``, actor ``check_ach``): a batch's completions in
-ONE set-based transaction (``payments.status.payment_apply_status_many``: row locks, conditional updates, history
-rows, outbox events — a constant number of queries per job), a JPM return / rejection in its own
-``payment_apply_status`` transaction (it carries its codes). The outbox consumer
+ONE set-based statement (``payments.status.payment_complete_many``: row locks, the conditional update, history rows,
+outbox events, with no per-payment Python on PostgreSQL; ``payment_apply_status_many`` elsewhere), a JPM return /
+rejection in its own ``payment_apply_status`` transaction (it carries its codes). The outbox consumer
 ``payments.transaction_service_notifier`` notifies the Transaction Service of float payments leaving ACHSENT.
 Re-running changes nothing: a resolved payment is no longer ACHSENT / CLEARED, and a change that lost a race is
 refused by the status machine (counted ``unchanged``).
@@ -47,7 +47,7 @@ from core.jobs import job_clock
 from integrations.errors import ProcessorError, ProcessorProtocolError
 from payments.jpm_status import jpm_gate_verdict
 from payments.models import Payment, PaymentType, Provider, Purpose, Source, Status
-from payments.status import payment_apply_status, payment_apply_status_many
+from payments.status import payment_apply_status, payment_complete_many
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads (``_jpm_lookups``: the same look-ups and outcomes
     as one after the other); all database work stays in this thread.
 
-    Side effects: the batch's completions in one ``payment_apply_status_many`` transaction, each failure in its
+    Side effects: the batch's completions in one ``payment_complete_many`` statement, each failure in its
     own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
     JPM GETs (read-only). Idempotent: running it again changes nothing.
     ``now`` (aware) is the gate's clock (default: now). A malformed id raises (the job is dead-lettered whole).
@@ -377,12 +377,11 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
             else:
                 stats.failed += 1
     if to_complete:
-        # One set-based transaction for the batch's completions (the same rows as one payment_apply_status each).
-        results = payment_apply_status_many(payment_ids=sorted(to_complete), to_status=Status.COMPLETED,
-                                            source=Source.CHECK_ACH, actor=ACTOR, raw_payload_refs=to_complete)
-        completed = sum(1 for result in results.values() if result.applied)
-        stats.completed += completed
-        stats.unchanged += len(to_complete) - completed
+        # One set-based statement for the batch's completions (the same rows as one payment_apply_status each).
+        completed = payment_complete_many(payment_ids=to_complete, source=Source.CHECK_ACH, actor=ACTOR,
+                                          raw_payload_refs=to_complete)
+        stats.completed += len(completed)
+        stats.unchanged += len(to_complete) - len(completed)
     if stats.skipped:
         logger.warning("check-ach job stopped early; the rest waits for the next run",
                        extra={"stats": stats.as_dict(), "breaker_open": jpm_errors >= MAX_CONSECUTIVE_ERRORS})
