@@ -243,12 +243,13 @@ def select_one(model: type[models.Model], *, where: dict, for_update: bool = Fal
     raise model.MultipleObjectsReturned(f"get() returned more than one {name} -- it returned {count}!")
 
 
-def select_first(model: type[models.Model], *, where: dict, order_by: tuple[str, ...],
+def select_first(model: type[models.Model], *, where: dict, order_by: tuple[str, ...], for_update: bool = False,
                  defer: tuple[str, ...] = ()) -> models.Model | None:
-    """``model.objects.filter(**where)[.defer(*defer)].order_by(*order_by).first()``: the same statement
-    (``ORDER BY … LIMIT 1``), the same instance or None. ``order_by`` is explicit (field names, ``-`` for descending,
-    ``pk``): ``first()`` on a model without ``Meta.ordering`` orders by ``("pk",)``, on one with it by that ordering."""
+    """``model.objects[.select_for_update()].filter(**where)[.defer(*defer)].order_by(*order_by).first()``: the same
+    statement (``ORDER BY … LIMIT 1``, then ``FOR UPDATE`` where the database has row locks), the same instance or
+    None. ``order_by`` is explicit (field names, ``-`` for descending, ``pk``): ``first()`` on a model without
+    ``Meta.ordering`` orders by ``("pk",)``, on one with it by that ordering."""
     if not order_by:
         raise ValueError("select_first needs the ordering first() would use")
-    found = _select_rows(model, where=where, order_by=tuple(order_by), limit=1, defer=defer)
+    found = _select_rows(model, where=where, order_by=tuple(order_by), limit=1, for_update=for_update, defer=defer)
     return found[0] if found else None

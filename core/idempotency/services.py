@@ -30,7 +30,7 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from core.errors import BadRequest, ConflictError, ValidationError
 from core.models import IdempotencyKey, IdempotencyKeyStatus
-from core.sql import insert_parts, mark_inserted, update_where
+from core.sql import insert_parts, mark_inserted, select_first, update_where
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,10 @@ def idempotency_begin(
                                 resource_id=str(resource_id) if resource_id else None)
         if _insert_unless_taken(record):
             return Claimed(record)
-        record = IdempotencyKey.objects.select_for_update().filter(client_id=client_id, key=key).first()
+        # = IdempotencyKey.objects.select_for_update().filter(client_id=…, key=…).first(), compiled by hand
+        # (core.sql: every replay reads it)
+        record = select_first(IdempotencyKey, where={"client_id": client_id, "key": key}, order_by=("pk",),
+                              for_update=True)
         if record is not None:
             return _existing_outcome(record, fingerprint=fingerprint, lease=lease)
         # Released or purged between our INSERT and the lock: claim again.

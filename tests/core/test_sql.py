@@ -215,6 +215,21 @@ def test_select_first_orders_as_the_orm_does():
     assert found.status == "BLOCKED" and found.created_at == at + timedelta(seconds=5)
 
 
+def test_select_first_for_update_is_the_orms_locking_first():
+    _key("taken")
+    where = {"client_id": "c", "key": "taken"}
+    with transaction.atomic():
+        found, sent = _same_as_the_orm(
+            lambda: IdempotencyKey.objects.select_for_update().filter(**where).first(),
+            lambda: select_first(IdempotencyKey, where=where, order_by=("pk",), for_update=True))
+        _same_as_the_orm(lambda: IdempotencyKey.objects.select_for_update().filter(client_id="nobody", key="x").first(),
+                         lambda: select_first(IdempotencyKey, where={"client_id": "nobody", "key": "x"},
+                                              order_by=("pk",), for_update=True))
+    assert found.key == "taken"
+    if connection.features.has_select_for_update:
+        assert sent[0][0].endswith(" ASC LIMIT 1 FOR UPDATE")
+
+
 def test_update_where_with_a_counter_and_an_in_condition_is_the_orms_update():
     by_orm, by_hand = _payment(idempotency_key="a"), _payment(idempotency_key="b")
     Payment.objects.bulk_create([by_orm, by_hand])
