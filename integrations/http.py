@@ -24,7 +24,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -76,10 +76,11 @@ def _new_manager(proxy: str | None, tls: dict) -> urllib3.PoolManager:
     return urllib3.ProxyManager(proxy, proxy_headers=headers, num_pools=_KEEPALIVE_POOLS, maxsize=1, **tls)
 
 
-def _thread_manager(route: tuple, proxy: str | None, tls: dict, idle_seconds: float) -> list:
+def _thread_manager(route: tuple, make: Callable[[], urllib3.PoolManager], idle_seconds: float) -> list:
     """This thread's pools for ``route`` (origin, proxy, TLS settings), their connection kept alive between calls;
     dropped and replaced when idle longer than ``idle_seconds`` (the connection might be closing on the server's
-    side). Returns ``[manager, when it was last used]`` (``time.monotonic``), the caller updating the time. The
+    side); ``make()`` builds a new one. Returns ``[manager, when it was last used]`` (``time.monotonic``), the caller
+    updating the time. The
     connections belong to the thread, not to one client: a client closed leaves them to the thread's next call."""
     managers = getattr(_kept_alive, "managers", None)
     if managers is None:
@@ -89,7 +90,7 @@ def _thread_manager(route: tuple, proxy: str | None, tls: dict, idle_seconds: fl
         entry[0].clear()
         entry = None
     if entry is None:
-        entry = managers[route] = [_new_manager(proxy, tls), 0.0]
+        entry = managers[route] = [make(), 0.0]
     return entry
 
 
@@ -319,12 +320,15 @@ class HttpClient:
         proxy = select_proxy(url, proxies) if proxies else None
         parts = urlsplit(url)
         route = (parts.scheme, parts.netloc, proxy, verify, self.cert)
+        def make() -> urllib3.PoolManager:
+            return _new_manager(proxy, _tls_settings(verify, self.cert))
+
         if self.keepalive_seconds:
-            entry = _thread_manager(route, proxy, _tls_settings(verify, self.cert), self.keepalive_seconds)
+            entry = _thread_manager(route, make, self.keepalive_seconds)
             return entry[0], entry
         manager = self._own.get(route)
         if manager is None:
-            manager = self._own[route] = _new_manager(proxy, _tls_settings(verify, self.cert))
+            manager = self._own[route] = make()
         return manager, None
 
     def _url(self, path: str) -> str:

@@ -39,7 +39,14 @@ from django.utils import timezone
 from core.auth.permissions import ensure_user_access
 from core.auth.principal import Principal
 from core.errors import NotFoundError, ServiceError, ValidationError
-from core.idempotency import Replay, Stale, idempotency_attach, idempotency_begin, idempotency_complete
+from core.idempotency import (
+    Replay,
+    Stale,
+    idempotency_attach,
+    idempotency_begin,
+    idempotency_complete,
+    idempotency_replay,
+)
 from core.models import IdempotencyKey
 from core.sql import insert_row
 from core.validators import validate_user_id
@@ -348,6 +355,17 @@ def payment_apply_outcome(*, claim: Claim, outcome: ProcessorOutcome) -> Submiss
 
 
 # --- the whole flow ------------------------------------------------------------------------------------------------
+def payment_replay(*, principal: Principal, idempotency_key: str, fingerprint: str) -> SubmissionResult | None:
+    """A client's retry of a completed submission — the same key and body — answered from the stored response
+    (``idempotency_replay``: one read, no lock) before the body is validated and checked again; the answer is the one
+    ``payment_submit`` would replay. None when the key is not completed for this body: call ``payment_submit``, which
+    decides every other case (new key, in progress, reused with another body) as before."""
+    replay = idempotency_replay(client_id=principal.client_id, key=idempotency_key, fingerprint=fingerprint)
+    if replay is None:
+        return None
+    return SubmissionResult(replay.status_code, replay.body, replayed=True, payment_id=replay.resource_id)
+
+
 def payment_submit(*, principal: Principal, idempotency_key: str, fingerprint: str, data: dict) -> SubmissionResult:
     """Submit a payment (SPEC §5): ``payment_claim`` → ``payment_call_processor`` → ``payment_apply_outcome``.
 

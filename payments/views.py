@@ -130,10 +130,12 @@ class PaymentSubmitView(APIView):
             raise ValidationError("Card numbers and security codes must never be sent to this service.",
                                   code="card_data_not_allowed")
         fingerprint = request_fingerprint(request)
-        data = PaymentSubmitInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = services.payment_submit(principal=request.user, idempotency_key=key, fingerprint=fingerprint,
-                                         data=data.validated_data)
+        result = services.payment_replay(principal=request.user, idempotency_key=key, fingerprint=fingerprint)
+        if result is None:
+            data = PaymentSubmitInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            result = services.payment_submit(principal=request.user, idempotency_key=key, fingerprint=fingerprint,
+                                             data=data.validated_data)
         headers = {REPLAY_HEADER: "true"} if result.replayed else None
         return Response(result.body, status=result.status_code, headers=headers)
 

@@ -18,6 +18,7 @@ from core.idempotency.services import (
     idempotency_complete,
     idempotency_purge,
     idempotency_release,
+    idempotency_replay,
     idempotency_retention_hours,
     validate_idempotency_key,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "idempotency_key_from_request",
     "idempotency_purge",
     "idempotency_release",
+    "idempotency_replay",
     "idempotency_retention_hours",
     "replay_response",
     "request_fingerprint",

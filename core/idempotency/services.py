@@ -161,6 +161,19 @@ def idempotency_begin(
     )
 
 
+def idempotency_replay(*, client_id: str, key: str, fingerprint: str) -> Replay | None:
+    """The stored answer when ``key`` of ``client_id`` is completed for this same request (``fingerprint``): what
+    ``idempotency_begin`` would replay, read with one indexed SELECT, no lock and no transaction — a completed record
+    never changes (completion is conditional on the record being in progress; only the purge deletes it). None for
+    anything else (no record, in progress, another request's body): the caller goes on to ``idempotency_begin``, which
+    decides those cases under its lock. ``key`` is a validated key (``validate_idempotency_key``)."""
+    # = IdempotencyKey.objects.filter(client_id=…, key=…).first(), compiled by hand (core.sql: every submission)
+    record = select_first(IdempotencyKey, where={"client_id": client_id, "key": key}, order_by=("pk",))
+    if record is None or record.status != IdempotencyKeyStatus.COMPLETED or record.fingerprint != fingerprint:
+        return None
+    return Replay(status_code=record.response_status_code, body=record.response_body, resource_id=record.resource_id)
+
+
 def _insert_unless_taken(record: IdempotencyKey) -> bool:
     """INSERT ``record`` unless its (client_id, key) exists: True (``record.pk`` set) when inserted.
 

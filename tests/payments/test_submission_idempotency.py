@@ -60,6 +60,33 @@ def test_a_replay_does_not_re_check_state(sandbox, service, bank_account):
     assert post_payment(service, payment_body(), key=key).json() == first.json()
 
 
+def test_a_replay_is_answered_from_the_stored_response_before_the_body_is_checked_again(sandbox, service,
+                                                                                        bank_account, settings):
+    """A retry of a completed request gets its stored answer even when the body would no longer pass today's rules
+    (here a lower amount limit): one read of the key, nothing written (``payments.services.payment_replay``)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    bank_account()
+    key = new_key()
+    body = payment_body(amount="25.00")
+    first = post_payment(service, body, key=key)
+    settings.MAX_PAYMENT_AMOUNT = "10.00"
+    before = {**snapshot(), "keys": list(IdempotencyKey.objects.order_by("pk").values())}
+    with CaptureQueriesContext(connection) as queries:
+        again = post_payment(service, body, key=key)
+    assert (again.status_code, again.json(), again["Idempotent-Replayed"]) == (201, first.json(), "true")
+    key_reads = [q["sql"] for q in queries.captured_queries if "idempotencykey" in q["sql"].lower()]
+    assert len(key_reads) == 1 and key_reads[0].lstrip().upper().startswith("SELECT")
+    assert not any(q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+                   for q in queries.captured_queries)
+    assert {**snapshot(), "keys": list(IdempotencyKey.objects.order_by("pk").values())} == before
+    # A new key with the same body is checked: the new limit refuses it, and stores nothing.
+    refused = post_payment(service, body, key=new_key())
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "amount_over_limit")
+    assert {**snapshot(), "keys": list(IdempotencyKey.objects.order_by("pk").values())} == before
+
+
 def test_keys_are_scoped_per_api_client(sandbox, caller, bank_account):
     bank_account()
     key = new_key()
