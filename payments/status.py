@@ -367,7 +367,8 @@ WITH asked AS (
       FROM changed c ORDER BY c.id
 ), written AS (
     INSERT INTO {events} (event_id, type, source, subject, aggregate_id, sequence, data, occurred_at, created_at)
-    SELECT gen_random_uuid(), c.new_event, %(event_source)s, COALESCE(c.confirmation_id, c.id::text), c.id::text,
+    SELECT gen_random_uuid(), c.new_event, %(event_source)s,
+           COALESCE(NULLIF(c.confirmation_id, ''), c.id::text), c.id::text,
            COALESCE((SELECT e.sequence FROM {events} e WHERE e.aggregate_id = c.id::text
                       ORDER BY e.sequence DESC LIMIT 1), 0) + 1,
            {_render_sql("c")}, %(at)s, %(now)s
