@@ -297,7 +297,6 @@ class HttpClient:
         if keepalive_seconds is not None and keepalive_seconds < 0:
             raise ValueError("keepalive_seconds must not be negative")
         self.base_url = base_url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self.cert = cert
         self.verify = verify
