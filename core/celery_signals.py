@@ -5,6 +5,10 @@
 - ``task_prerun``: the task's request id becomes the ``request_id`` header if it is a valid id,
   else -- for an eager task run inside a request -- the caller's id, else ``task:<task_id>``.
 - ``task_postrun``: the previous value is restored.
+- ``task_prerun`` / ``task_postrun`` (not for an eager task: it runs inside its caller's connection use):
+  ``close_old_connections``, Django's rule at a request's start and end — a connection that is broken, left
+  outside autocommit or older than ``CONN_MAX_AGE`` is closed, a healthy one is kept for the next task (with
+  ``CELERY_DB_REUSE_MAX`` set, Celery's fixup no longer closes every connection around every task).
 - ``setup_logging``: connecting a receiver stops Celery from installing its own handlers and
   formatter; the receiver applies Django's ``LOGGING`` instead, so workers write the same redacted
   JSON lines as the web process.
@@ -76,6 +80,19 @@ def unbind_task_request_id(task_id: str | None = None, **kwargs: Any) -> None:
         reset_request_id(token)
     except (ValueError, RuntimeError):  # token from another context or reused: do not leak the id
         request_id_var.set(None)
+
+
+def recycle_db_connections(task: Any = None, **kwargs: Any) -> None:
+    """Close the database connections a worker should not reuse (``close_old_connections``); keep the others."""
+    if task is None or getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+task_prerun.connect(recycle_db_connections, dispatch_uid="core.celery_signals.recycle_db_connections_before")
+task_postrun.connect(recycle_db_connections, dispatch_uid="core.celery_signals.recycle_db_connections_after")
 
 
 @setup_logging.connect(dispatch_uid="core.celery_signals.configure_worker_logging")

@@ -238,6 +238,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless this is set; with it, it
+# recycles them only every N tasks, and ``core.celery_signals`` applies Django's request-boundary rule instead
+# (``close_old_connections``: a connection that is broken, left outside autocommit or older than CONN_MAX_AGE is
+# closed). A new PostgreSQL connection per task cost a backend fork, its catalog caches and Django's set-up each time.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"

@@ -84,3 +84,20 @@ def slow(path: str, seconds: float) -> None:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     _write_atomic(directory / f"done-{os.getpid()}", _whoami())
+
+
+@job(name="tests.db_session", queue=TOUCH_QUEUE)  # 1 attempt
+def db_session(path: str, fail: bool = False) -> None:
+    """Append this job's database session (PostgreSQL's ``pg_backend_pid()``) to ``path`` as "<n> <backend pid>"
+    (n: the line's number); with ``fail``, then run a statement the database refuses, and let its error end the job."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    target = Path(path)
+    lines = target.read_text().splitlines() if target.exists() else []
+    _write_atomic(target, "".join(f"{line}\n" for line in [*lines, f"{len(lines) + 1} {backend}"]))
+    if fail:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_for_this_test")
