@@ -2,8 +2,9 @@
 
 - **Scheduler** (``check_ach_schedule``): selects at the source every payment ACHSENT / CLEARED with
   ``payment_type != credit`` and ``purpose != prenote`` — no submit-date cutoff: the worker applies the gate —
-  reading ids only (``values_list``, keyset pagination on ``id`` in chunks of ``SELECT_CHUNK_SIZE``; never a
-  per-row query, never a model instance) and hands them to ``enqueue`` in batches of ``CHECK_ACH_JOB_SIZE``.
+  reading ids and providers only (``values_list``, keyset pagination on ``id`` in chunks of ``SELECT_CHUNK_SIZE``;
+  never a per-row query, never a model instance) and hands them to ``enqueue`` in batches of one kind: JPM payments
+  ``CHECK_ACH_JPM_JOB_SIZE`` at a time (a look-up each), the others (Usio) ``CHECK_ACH_JOB_SIZE`` at a time.
   Prenotes are left to the prenote verifier (``payments.prenotes.prenote_verify_due``, 17:05 UTC, same gate):
   it also moves the bank account's ``prenote_status``.
 - **Worker** (``check_ach_process``): loads its batch in one query and, for each payment whose third business day
@@ -11,7 +12,8 @@
   Usio → COMPLETED (its returns were written by the 16:30 returns sweep); JPM → asked first
   (``get_payment_status``, outside any transaction): RETURNED → FAILED ``returned``, REJECTED → FAILED
   ``rejected`` (code and ``"CODE: description"``), anything else → COMPLETED. A job's JPM look-ups run concurrently
-  (``CHECK_ACH_JPM_CONCURRENCY`` threads, default 8, each with its own client; ``_jpm_lookups``) yet make exactly the
+  (``CHECK_ACH_JPM_CONCURRENCY`` threads, default 8, kept by the worker process from job to job with their
+  kept-alive connections, each asking with a client of its own; ``_jpm_lookups``) yet make exactly the
   look-ups, in the same order of starts, that one after the other would: the breaker is counted in id order and a
   look-up is started only when the ones before it cannot already have tripped it (those still in flight counted as
   errors) — in practice about ``MAX_CONSECUTIVE_ERRORS`` look-ups in flight. The database work stays in the job's
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -104,8 +107,16 @@ def _setting(name: str, default):
 
 
 def job_size() -> int:
-    """``CHECK_ACH_JOB_SIZE`` (200): payment ids per worker job."""
-    return max(1, _setting("CHECK_ACH_JOB_SIZE", 200))
+    """``CHECK_ACH_JOB_SIZE`` (1000): payment ids per worker job of payments that need no processor call (Usio): a
+    job is its batch read and one completion statement, so a larger job spends less per payment on the job itself."""
+    return max(1, _setting("CHECK_ACH_JOB_SIZE", 1000))
+
+
+def jpm_job_size() -> int:
+    """``CHECK_ACH_JPM_JOB_SIZE`` (50): payment ids per worker job of JPM payments, each needing a JPM look-up.
+    With ~3 look-ups in flight (``_jpm_lookups``) and none started after ``jpm_deadline`` (~11 s into the job), 50
+    of them still all start at ~600 ms a look-up; a larger job would leave the rest for the next day sooner."""
+    return max(1, _setting("CHECK_ACH_JPM_JOB_SIZE", 50))
 
 
 def time_budget() -> float:
@@ -123,40 +134,45 @@ def check_ach_candidates() -> QuerySet[Payment]:
             .exclude(purpose=Purpose.PRENOTE))
 
 
-def check_ach_candidate_ids(*, chunk_size: int = SELECT_CHUNK_SIZE) -> Iterator[list[str]]:
-    """The candidates' ids (strings), ``chunk_size`` per SELECT, in id order (keyset pagination: a row that
-    changes status while we read can neither make us skip nor repeat another). ``ceil(N / chunk_size)`` queries
-    (one more when N is a multiple of it)."""
+def check_ach_candidate_ids(*, chunk_size: int = SELECT_CHUNK_SIZE) -> Iterator[list[tuple[str, str]]]:
+    """The candidates' ``(id, payment_provider)`` (the id as a string), ``chunk_size`` per SELECT, in id order
+    (keyset pagination: a row that changes status while we read can neither make us skip nor repeat another).
+    ``ceil(N / chunk_size)`` queries (one more when N is a multiple of it)."""
     base = check_ach_candidates().order_by("id")
     last = None
     while True:
         query = base if last is None else base.filter(id__gt=last)
-        chunk = list(query.values_list("id", flat=True)[:chunk_size])
+        chunk = list(query.values_list("id", "payment_provider")[:chunk_size])
         if chunk:
-            yield [str(pk) for pk in chunk]
+            yield [(str(pk), provider) for pk, provider in chunk]
         if len(chunk) < chunk_size:
             return
-        last = chunk[-1]
+        last = chunk[-1][0]
 
 
 def check_ach_schedule(*, enqueue: Callable[[list[str]], object], size: int | None = None,
-                       chunk_size: int = SELECT_CHUNK_SIZE) -> CheckAchScheduleStats:
-    """Select the candidates (``check_ach_candidate_ids``) and call ``enqueue(ids)`` once per batch of ``size``
-    ids (``CHECK_ACH_JOB_SIZE``); every id is handed over exactly once. Reads only; ``enqueue`` decides what a
-    batch becomes (a Celery job, or an inline run for ``run_job``). Returns (selected, jobs)."""
-    size = size or job_size()
+                       jpm_size: int | None = None, chunk_size: int = SELECT_CHUNK_SIZE) -> CheckAchScheduleStats:
+    """Select the candidates (``check_ach_candidate_ids``) and call ``enqueue(ids)`` once per batch: JPM payments
+    in batches of ``jpm_size`` ids (``CHECK_ACH_JPM_JOB_SIZE``), every other payment (Usio: no processor call) in
+    batches of ``size`` (``CHECK_ACH_JOB_SIZE``); each batch in id order and of one kind, handed over as soon as it
+    is full, the rest at the end. Every id is handed over exactly once. Reads only; ``enqueue`` decides what a batch
+    becomes (a Celery job, or an inline run for ``run_job``). Returns (selected, jobs)."""
+    sizes = {True: jpm_size or jpm_job_size(), False: size or job_size()}  # keyed by "is a JPM payment"
     stats = CheckAchScheduleStats()
-    pending: list[str] = []
+    pending: dict[bool, list[str]] = {True: [], False: []}
     for chunk in check_ach_candidate_ids(chunk_size=chunk_size):
         stats.selected += len(chunk)
-        pending.extend(chunk)
-        while len(pending) >= size:
-            enqueue(pending[:size])
+        for pk, provider in chunk:
+            jpm = provider == Provider.JPM
+            pending[jpm].append(pk)
+            if len(pending[jpm]) >= sizes[jpm]:
+                enqueue(pending[jpm])
+                stats.jobs += 1
+                pending[jpm] = []
+    for batch in pending.values():
+        if batch:
+            enqueue(batch)
             stats.jobs += 1
-            pending = pending[size:]
-    if pending:
-        enqueue(pending)
-        stats.jobs += 1
     logger.info("check-ach selection finished", extra={"stats": stats.as_dict()})
     return stats
 
@@ -207,6 +223,37 @@ def _breaker_run(run: int, outcome: _Lookup | None) -> int:
     return 0 if outcome.kind == "verdict" else run
 
 
+class _LookupThreads:
+    """The worker process's JPM look-up threads, kept from one job to the next: each thread's kept-alive
+    connections to JPM (``integrations.http._thread_manager``) then serve every job of the process, instead of a
+    new TCP connection and new threads per job. Built lazily in the process that uses it (a forked child builds its
+    own) and rebuilt when ``CHECK_ACH_JPM_CONCURRENCY`` changes; a job interrupted with look-ups still in flight
+    discards it (``discard``): those threads end with their own timeouts and the next job gets fresh ones."""
+
+    _lock = threading.Lock()
+    _current: tuple[int, int, object] | None = None  # (pid, concurrency, ThreadPoolExecutor)
+
+    @classmethod
+    def get(cls, concurrency: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with cls._lock:
+            current = cls._current
+            if current is None or current[0] != os.getpid() or current[1] != concurrency:
+                if current is not None and current[0] == os.getpid():
+                    current[2].shutdown(wait=False)
+                executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="check-ach-jpm")
+                current = cls._current = (os.getpid(), concurrency, executor)
+            return current[2]
+
+    @classmethod
+    def discard(cls, executor) -> None:
+        with cls._lock:
+            if cls._current is not None and cls._current[2] is executor:
+                cls._current = None
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: float | None,
                  concurrency: int) -> Iterator[tuple[Payment, _Lookup]]:
     """Ask JPM about ``payments`` (``jpm_gate_verdict``) with up to ``concurrency`` look-ups in flight, and yield
@@ -217,10 +264,11 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
     when the payments before it cannot already hold ``MAX_CONSECUTIVE_ERRORS`` consecutive errors, counting every
     look-up still in flight as an error; so once the breaker trips nothing more is started (the rest: skipped), and
     when it does not, nothing is left out. None is started at or after ``deadline`` (the time budget) or
-    ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are skipped. Each thread asks with its
-    own ``JpmClient`` (its connections are its thread's), reused for the job's look-ups and closed at the
-    end. Anything but a ``ProcessorError`` is raised here, at that payment's turn (the job fails as before)."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are skipped. The look-ups run on the
+    process's look-up threads (``_LookupThreads``); each thread asks with a ``JpmClient`` of its own built for this
+    job (so settings are read per job), through the thread's kept-alive connections. Anything but a
+    ``ProcessorError`` is raised here, at that payment's turn (the job fails as before)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from integrations.jpm import jpm_client
 
@@ -228,14 +276,13 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
     if not count:
         return
     outcomes: list[_Lookup | None] = [None] * count
-    local, clients = threading.local(), []
+    clients: dict[int, object] = {}  # thread id -> this job's client for that thread
 
     def lookup(payment: Payment) -> _Lookup:
         try:
-            client = getattr(local, "client", None)
+            client = clients.get(threading.get_ident())
             if client is None:
-                client = local.client = jpm_client()
-                clients.append(client)
+                client = clients[threading.get_ident()] = jpm_client()
             return _Lookup("verdict", verdict=jpm_gate_verdict(payment, client=client))
         except ProcessorProtocolError as exc:
             return _Lookup("protocol", error=exc)
@@ -244,7 +291,7 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
         except Exception as exc:  # re-raised in the job's thread at this payment's turn
             return _Lookup("raised", error=exc)
 
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, count) or 1, thread_name_prefix="check-ach-jpm")
+    pool = _LookupThreads.get(concurrency)
     running: dict = {}  # future -> position
     started = emitted = run = 0  # run: consecutive errors up to ``emitted`` (the payments handed out)
     try:
@@ -280,10 +327,12 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
                     started = count
     finally:
         # Normally nothing is in flight here. When the job is interrupted (an exception, the soft time limit), do
-        # not wait for look-ups still in flight: they end by their own timeouts and write nothing.
-        pool.shutdown(wait=not running, cancel_futures=True)
-        if not running:
-            for client in clients:
+        # not wait for look-ups still in flight: they end by their own timeouts and write nothing; their threads are
+        # left to them, and the next job gets new ones.
+        if running:
+            _LookupThreads.discard(pool)
+        else:
+            for client in clients.values():
                 client.close()
 
 

@@ -2,9 +2,10 @@
 
 - ``syncing.check_ach_schedule`` (queue ``default``: 3 attempts, 300 s) — beat "check-ach", daily 17:00 UTC (30 min
   after the 16:30 Usio returns sweep). Selects the candidate ids and publishes one ``syncing.check_ach_process`` job
-  per ``CHECK_ACH_JOB_SIZE`` ids over ONE producer/connection, no result waits. On ``default``, not ``check-ach``:
+  per ``CHECK_ACH_JPM_JOB_SIZE`` JPM ids or ``CHECK_ACH_JOB_SIZE`` Usio ids over ONE producer/connection, no result
+  waits. On ``default``, not ``check-ach``:
   the check-ach queue's 54 s limit is sized for a worker job, while the fan-out of a million rows (200 SELECTs,
-  20,000 publishes) needs more headroom; ``default``'s 300 s gives it.
+  ~6,000 publishes) needs more headroom; ``default``'s 300 s gives it.
 - ``syncing.check_ach_process`` (queue ``check-ach``: 1 attempt, 54 s) — ``check_ach_process`` on its ids. One attempt:
   a duplicate state update is worse than a day's delay (SPEC §7.2); a job that raises is dead-lettered whole by
   ``JobTask.on_failure``; a single payment whose JPM answer breaks the protocol is dead-lettered alone by the

@@ -39,7 +39,7 @@ from core.models import DeadLetter, JobRun, OutboxEvent
 from core.outbox_relay import outbox_relay_task
 from payments.models import NotificationStatus, Payment, PaymentStatusChange, TransactionServiceNotification
 from payments.transaction_service_jobs import notify_transaction_service_task
-from syncing.check_ach import WORKER_TASK
+from syncing.check_ach import WORKER_TASK, check_ach_schedule
 from syncing.check_ach_jobs import check_ach_schedule_task
 from syncing.models import UsioTransaction
 from syncing.usio_sync_jobs import WINDOW_TASK, usio_sync_schedule_task
@@ -251,21 +251,24 @@ def test_check_ach_worker_killed_mid_run_resolves_every_payment_exactly_once(
     not_due = [make_payment(), make_payment(), make_payment(purpose="subscription"),
                make_payment(purpose="subscription")]  # submitted now: the gate keeps them
 
-    # The jobs are known in advance: the scheduler hands out the candidates' ids in id order, JOB_SIZE per job, and
-    # the one-child worker runs them in that order. The kill must land in a job where a payment was already resolved
-    # and committed (a redelivered job must not touch it again): add rejected ones until the ids allow it.
+    # The jobs are known in advance: the scheduler (read here, with the worker's sizes) hands out JPM and Usio
+    # payments in jobs of their own, JOB_SIZE each, in id order, and the one-child worker runs them in that order.
+    # The kill must land in a job where a payment was already resolved and committed (a redelivered job must not
+    # touch it again): add rejected ones until the ids allow it.
     def layout():
         every = [*usio_float, *usio_loan, *jpm_settled, *jpm_returned, *jpm_rejected, *not_due]
-        ids = sorted(str(p.pk) for p in every)
-        jobs = [ids[i:i + JOB_SIZE] for i in range(0, len(ids), JOB_SIZE)]
+        jobs: list[list[str]] = []
+        check_ach_schedule(enqueue=jobs.append, size=JOB_SIZE, jpm_size=JOB_SIZE)
+        order = [pk for job in jobs for pk in job]  # the order the worker takes the payments in
+        assert sorted(order) == sorted(str(p.pk) for p in every)
         jpm = {str(p.pk) for p in (*jpm_settled, *jpm_returned, *jpm_rejected)}
-        return every, ids, jobs, _killed_job_layout(jobs, jpm, {str(p.pk) for p in (*jpm_returned, *jpm_rejected)})
+        return every, order, jobs, _killed_job_layout(jobs, jpm, {str(p.pk) for p in (*jpm_returned, *jpm_rejected)})
 
-    every, ids, jobs, found = layout()
+    every, order, jobs, found = layout()
     while found is None:
         assert len(jpm_rejected) < 12, "the ids never allowed the layout"
         jpm_rejected.append(make_payment(purpose="subscription", account_number=REJECTED_R03, submit_date=old))
-        every, ids, jobs, found = layout()
+        every, order, jobs, found = layout()
     killed_job, committed_first, held_pk = found
     sandbox.advance(days=3)  # JPM: the settled ones COMPLETED, the returned ones RETURNED
     expected = {  # payment id → (status, event type, return code)
@@ -291,7 +294,8 @@ def test_check_ach_worker_killed_mid_run_resolves_every_payment_exactly_once(
         env = {"DATABASE_URL": database_url() + CHECKED_DATABASE_URL}
     # One JPM look-up at a time: the hold names "the N-th look-up to arrive", which only one order of look-ups gives
     # (the concurrent look-ups have their own tests: tests/syncing/test_check_ach_concurrency.py).
-    sequential = {"CHECK_ACH_JOB_SIZE": str(JOB_SIZE), "CHECK_ACH_JPM_CONCURRENCY": "1"}
+    sequential = {"CHECK_ACH_JOB_SIZE": str(JOB_SIZE), "CHECK_ACH_JPM_JOB_SIZE": str(JOB_SIZE),
+                  "CHECK_ACH_JPM_CONCURRENCY": "1"}
     first = start_worker(["default", "check-ach"], **sequential, **env)
     beat_publish(redis_server.url, check_ach_schedule_task, schedule="check-ach")
 
@@ -301,11 +305,11 @@ def test_check_ach_worker_killed_mid_run_resolves_every_payment_exactly_once(
     done_at_kill, lookups_at_kill = resolved(expected), jpm_lookups(sandbox)
     # Demonstrably mid-run: every due payment of the earlier jobs resolved, and the failure before the held payment
     # in its job; the held payment and everything after it not.
-    first_of_job, last_of_job = ids.index(killed_job[0]), ids.index(killed_job[-1])
-    assert {pk for pk in ids[:first_of_job] if pk in expected} | {committed_first} <= done_at_kill
-    assert not done_at_kill & {held_pk, *ids[last_of_job + 1:]}
+    first_of_job, last_of_job = order.index(killed_job[0]), order.index(killed_job[-1])
+    assert {pk for pk in order[:first_of_job] if pk in expected} | {committed_first} <= done_at_kill
+    assert not done_at_kill & {held_pk, *order[last_of_job + 1:]}
     if kill_point == "processor":  # nothing after a lookup in flight has started
-        assert not done_at_kill & set(ids[ids.index(held_pk):])
+        assert not done_at_kill & set(order[order.index(held_pk):])
     assert lookups_at_kill[jpm[held_pk].reference] == 1  # asked (or being asked) once
     log = first.log()
     unfinished = task_ids(log, WORKER_TASK, "received") - task_ids(log, WORKER_TASK, "succeeded")

@@ -67,7 +67,7 @@ def check_ach_queue():
 
 def test_the_scheduler_enqueues_every_in_flight_debit_once_and_nothing_else(
         make_payment, client_as, debit_card, sandbox, settings, check_ach_queue):
-    settings.CHECK_ACH_JOB_SIZE = 2
+    settings.CHECK_ACH_JOB_SIZE = settings.CHECK_ACH_JPM_JOB_SIZE = 2
     expected = [
         make_payment(),  # float ACH debit, Usio, ACHSENT
         make_payment(purpose="subscription"),  # JPM, ACHSENT
@@ -102,7 +102,10 @@ def test_the_scheduler_enqueues_every_in_flight_debit_once_and_nothing_else(
     batches = [payload[0][0] for _, payload in messages]  # args = [payment_ids]
     sent = [pk for batch in batches for pk in batch]
     assert sorted(sent) == sorted(str(p.pk) for p in expected)  # each exactly once, nothing else
-    assert [len(b) for b in batches] == [2, 2, 1]
+    provider = {str(p.pk): p.payment_provider for p in expected}
+    kinds = sorted((provider[b[0]], len(b)) for b in batches)
+    assert kinds == [("jpm", 1), ("jpm", 2), ("usio", 2)]  # 3 JPM in jobs of 2, 2 Usio in jobs of 2
+    assert all(len({provider[pk] for pk in b}) == 1 for b in batches)  # a job holds one kind
     assert stats.as_dict() == {"selected": 5, "jobs": 3}
 
 
@@ -138,6 +141,28 @@ def test_the_selection_reads_ids_in_keyset_chunks_one_query_each(count, chunk):
     assert sent == sorted(str(p.pk) for p in payments)  # every id once, in id order
     assert [len(b) for b in batches] == [3] * (count // 3) + ([count % 3] if count % 3 else [])
     assert stats.as_dict() == {"selected": count, "jobs": math.ceil(count / 3)}
+
+
+def test_jpm_and_usio_payments_go_to_jobs_of_their_own_size_in_id_order():
+    usio = _bulk_in_flight(7)
+    jpm = Payment.objects.bulk_create(
+        [Payment(user_id=f"user-bulk-jpm-{i}", purpose="subscription", payment_method="ach", payment_type="debit",
+                 payment_provider="jpm", amount="10.00", payment_status="CLEARED", submit_date=timezone.now())
+         for i in range(5)])
+    batches: list[list[str]] = []
+
+    with CaptureQueriesContext(connection) as queries:
+        stats = check_ach_schedule(enqueue=batches.append, size=3, jpm_size=2, chunk_size=4)
+
+    assert len(queries) == 4  # 12 / 4 reads, plus the one that finds the end (12 is a multiple of 4)
+    jpm_ids, usio_ids = {str(p.pk) for p in jpm}, {str(p.pk) for p in usio}
+    jpm_batches = [b for b in batches if set(b) <= jpm_ids]
+    usio_batches = [b for b in batches if set(b) <= usio_ids]
+    assert len(jpm_batches) + len(usio_batches) == len(batches)  # no job mixes the two
+    assert [len(b) for b in jpm_batches] == [2, 2, 1] and [len(b) for b in usio_batches] == [3, 3, 1]
+    assert [pk for b in jpm_batches for pk in b] == sorted(jpm_ids)  # in id order, each once
+    assert [pk for b in usio_batches for pk in b] == sorted(usio_ids)
+    assert stats.as_dict() == {"selected": 12, "jobs": 6}
 
 
 @pytest.mark.parametrize("count", [5, 50])

@@ -13,8 +13,11 @@ import pytest
 from django.utils import timezone
 
 from core.models import DeadLetter, OutboxEvent
+from integrations.jpm import clear_token_cache
 from payments.models import Payment, PaymentStatusChange
+from sandbox.keys import ensure_dev_keys
 from syncing.check_ach import MAX_CONSECUTIVE_ERRORS, WORKER_TASK, check_ach_process
+from tests.integrations.keepalive_proxy import ClosingProxy, keepalive_sandbox
 from tests.syncing import conftest_check_ach as fixtures
 from tests.syncing.conftest_check_ach import REJECTED_R03, RETURNED_R02, state
 
@@ -147,3 +150,35 @@ def test_the_outcomes_are_those_of_a_sequential_run(make_payment, sandbox, setti
     assert (sequential.completed, sequential.failed, sequential.not_due) == (5, 2, 1)
     assert len(status_requests(sandbox)) - calls == calls == 5  # the same look-ups
     assert _outcomes(sequential_batch) == _outcomes(concurrent_batch)  # payment by payment, position by position
+
+
+@pytest.fixture(scope="module")
+def keepalive_jpm(tmp_path_factory):
+    """The sandbox served with keep-alive (as a processor's front end), its own ledger and keys: (URL, private
+    key path). The session's sandbox closes every connection after its answer, so it cannot show reuse."""
+    base = tmp_path_factory.mktemp("check-ach-keepalive")
+    private_key, _ = ensure_dev_keys(base / "keys")  # the ones the sandbox started below verifies assertions with
+    with keepalive_sandbox(base, keep_alive=60) as url:
+        yield url, private_key
+
+
+def test_a_jobs_look_ups_reuse_the_connections_of_the_job_before(make_payment, settings, keepalive_jpm):
+    url, private_key = keepalive_jpm
+    forwarder = ClosingProxy(url)  # counts the TCP connections made to JPM
+    settings.JPM_BASE_URL, settings.JPM_TOKEN_URL = forwarder.url("/jpm"), forwarder.url("/jpm/oauth2/token")
+    settings.JPM_PRIVATE_KEY_PATH = str(private_key)
+    settings.PROCESSOR_KEEPALIVE_SECONDS = 30
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1
+    clear_token_cache()
+    try:
+        first, second = ([make_payment(purpose="subscription") for _ in range(2)] for _ in range(2))
+        assert check_ach_process(payment_ids=[str(p.pk) for p in first], now=later()).completed == 2
+        opened = forwarder.accepted
+
+        stats = check_ach_process(payment_ids=[str(p.pk) for p in second], now=later())
+
+        assert stats.completed == 2
+        assert forwarder.accepted == opened  # the second job asked over the first job's connection
+    finally:
+        forwarder.stop()
+        clear_token_cache()
