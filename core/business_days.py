@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -228,6 +228,21 @@ def third_business_day_reached(submitted: datetime, now: datetime) -> bool:
     Both arguments must be timezone-aware datetimes (naive ones raise ValueError).
     """
     return chicago_date(now) >= _third_business_day_after(chicago_date(submitted))
+
+
+def third_business_day_cutoff(now: datetime) -> datetime:
+    """The gate of :func:`third_business_day_reached` at ``now`` as one instant: a submission at ``submitted`` has
+    passed three business days at ``now`` exactly when ``submitted < third_business_day_cutoff(now)``.
+
+    Adding business days never puts a later date before an earlier one's result, so the submission dates that have
+    passed the gate are every Chicago date up to the last one that has; the cut-off is the Chicago midnight after
+    it (aware, in Chicago time). A query can then apply the gate to many rows with one comparison.
+    """
+    today = chicago_date(now)
+    day = today
+    while _third_business_day_after(day) > today:  # at most a few weekend and holiday days back
+        day -= timedelta(days=1)
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=CHICAGO)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -8,7 +8,8 @@
   Prenotes are left to the prenote verifier (``payments.prenotes.prenote_verify_due``, 17:05 UTC, same gate):
   it also moves the bank account's ``prenote_status``.
 - **Worker** (``check_ach_process``): loads its batch in one query and, for each payment whose third business day
-  after submission has begun (``core.business_days.third_business_day_reached``, SPEC §11):
+  after submission has begun (``core.business_days.third_business_day_reached``, SPEC §11; applied by the batch's
+  query as one cut-off instant, ``third_business_day_cutoff``):
   Usio → COMPLETED (its returns were written by the 16:30 returns sweep); JPM → asked first
   (``get_payment_status``, outside any transaction): RETURNED → FAILED ``returned``, REJECTED → FAILED
   ``rejected`` (code and ``"CODE: description"``), anything else → COMPLETED. A job's JPM look-ups run concurrently
@@ -42,9 +43,9 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
-from core.business_days import third_business_day_reached
+from core.business_days import third_business_day_cutoff
 from core.dead_letters import dead_letter_record
 from core.jobs import job_clock
 from integrations.errors import ProcessorError, ProcessorProtocolError
@@ -65,9 +66,6 @@ SELECT_CHUNK_SIZE = 5000
 #: Consecutive failed JPM lookups after which the job's remaining JPM payments are skipped (like the reconciler).
 MAX_CONSECUTIVE_ERRORS = 3
 IN_FLIGHT = (Status.ACHSENT, Status.CLEARED)
-#: The columns the worker reads (one query per job).
-WORKER_FIELDS = ("id", "purpose", "payment_type", "payment_method", "payment_provider", "payment_status",
-                 "submit_date", "created_at")
 
 
 @dataclass
@@ -336,23 +334,35 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
                 client.close()
 
 
+def _batch(ids: list[uuid.UUID], *, cutoff: datetime) -> list[tuple[uuid.UUID, str, bool]]:
+    """The job's payments still to resolve (ACHSENT / CLEARED, not credits, not prenotes) as ``(id, provider,
+    due)`` in id order, in ONE query: ``due`` is the three-business-day gate applied by the database to the
+    submission instant (``submit_date``, else ``created_at``) with the gate's cut-off (``third_business_day_cutoff``),
+    so no timestamp is read and no model instance built."""
+    due = ExpressionWrapper(Q(submit_date__lt=cutoff) | Q(submit_date__isnull=True, created_at__lt=cutoff),
+                            output_field=BooleanField())
+    return list(check_ach_candidates().filter(pk__in=ids).annotate(due=due)
+                .values_list("id", "payment_provider", "due").order_by("id"))
+
+
 def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
                       time_limit: float | None = None) -> CheckAchStats:
     """Resolve the batch's payments that passed the three-business-day gate (SPEC §7.2, §11); see the module.
 
-    Reads the batch in ONE query (``only(WORKER_FIELDS)``; ids no longer ACHSENT / CLEARED, credits and prenotes
-    are not loaded: ``unchanged``). Per due payment: Usio → COMPLETED; JPM → ``get_payment_status`` outside any
-    transaction, then FAILED (RETURNED / REJECTED, with code and ``"CODE: description"``) or COMPLETED. Not due →
-    nothing (``not_due``). JPM not knowing the payment → left (``errors``, warning). JPM unreachable, timing out,
-    refusing credentials or the request → left for tomorrow (``errors``); after ``MAX_CONSECUTIVE_ERRORS`` in a row
-    (in the payments' id order) the remaining JPM payments are ``skipped``. An answer that breaks the protocol →
-    that payment alone is written to ``DeadLetter`` (task ``WORKER_TASK``, ``args=[[payment_id]]``, the raw answer)
-    and left unchanged; the others go on. No payment is examined after ``CHECK_ACH_TIME_BUDGET_SECONDS``
-    (``skipped``). With ``time_limit`` (the Celery task passes its soft time limit) no JPM lookup is started that
-    could still be waiting for JPM when the limit strikes (connect + read timeouts, plus ``DB_WORK_MARGIN_SECONDS`` for
-    the database work after it): those payments are ``skipped`` too, instead of the job being killed. The JPM
-    look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads (``_jpm_lookups``: the same look-ups and outcomes
-    as one after the other); all database work stays in this thread.
+    Reads the batch in ONE query (``_batch``: id, provider and the gate; ids no longer ACHSENT / CLEARED, credits
+    and prenotes are not loaded: ``unchanged``). Per due payment: Usio → COMPLETED; JPM → ``get_payment_status``
+    outside any transaction, then FAILED (RETURNED / REJECTED, with code and ``"CODE: description"``) or COMPLETED.
+    Not due → nothing (``not_due``). JPM not knowing the payment → left (``errors``, warning). JPM unreachable,
+    timing out, refusing credentials or the request → left for tomorrow (``errors``); after
+    ``MAX_CONSECUTIVE_ERRORS`` in a row (in the payments' id order) the remaining JPM payments are ``skipped``. An
+    answer that breaks the protocol → that payment alone is written to ``DeadLetter`` (task ``WORKER_TASK``,
+    ``args=[[payment_id]]``, the raw answer) and left unchanged; the others go on. No payment is examined after
+    ``CHECK_ACH_TIME_BUDGET_SECONDS`` (``skipped``). With ``time_limit`` (the Celery task passes its soft time
+    limit) no JPM lookup is started that could still be waiting for JPM when the limit strikes (connect + read
+    timeouts, plus ``DB_WORK_MARGIN_SECONDS`` for the database work after it): those payments are ``skipped`` too,
+    instead of the job being killed. The JPM look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads
+    (``_jpm_lookups``: the same look-ups and outcomes as one after the other); all database work stays in this
+    thread.
 
     Side effects: the batch's completions in one ``payment_complete_many`` statement, each failure in its
     own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
@@ -366,21 +376,20 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     jpm_deadline = (started + time_limit - _jpm_call_seconds() - DB_WORK_MARGIN_SECONDS if time_limit is not None
                     else None)
     stats = CheckAchStats(examined=len(ids))
-    payments = list(check_ach_candidates().filter(pk__in=ids).only(*WORKER_FIELDS).order_by("id"))
-    stats.unchanged += len(ids) - len(payments)
+    rows = _batch(ids, cutoff=third_business_day_cutoff(now))
+    stats.unchanged += len(ids) - len(rows)
     to_complete: dict = {}  # payment id -> raw payload reference
     to_ask: list[Payment] = []  # due JPM payments, in id order
-    for payment in payments:
+    for pk, provider, due in rows:
         if time.monotonic() >= deadline:
             stats.skipped += 1
             continue
-        submitted = payment.submit_date or payment.created_at
-        if not third_business_day_reached(submitted, now):
+        if not due:
             stats.not_due += 1
-        elif payment.payment_provider == Provider.JPM:
-            to_ask.append(payment)
+        elif provider == Provider.JPM:
+            to_ask.append(Payment(id=pk, payment_provider=provider))  # what a look-up reads: the reference
         else:
-            to_complete[payment.pk] = "check_ach:usio_auto_complete"  # applied together at the end
+            to_complete[pk] = "check_ach:usio_auto_complete"  # applied together at the end
     jpm_errors = 0
     lookups = _jpm_lookups(to_ask, deadline=deadline, jpm_deadline=jpm_deadline, concurrency=jpm_concurrency())
     with contextlib.closing(lookups):  # the look-up threads end with the loop, even when it raises

@@ -4,6 +4,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import holidays
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import business_days as bd
 from core.business_days import (
@@ -13,6 +15,7 @@ from core.business_days import (
     fed_holidays,
     is_business_day,
     next_business_day,
+    third_business_day_cutoff,
     third_business_day_reached,
 )
 
@@ -305,6 +308,34 @@ def test_third_business_day_accepts_other_aware_zones():
     submitted = datetime(2026, 11, 2, 23, 59, tzinfo=chicago)
     assert third_business_day_reached(submitted, datetime(2026, 11, 4, 23, 59, tzinfo=chicago)) is False
     assert third_business_day_reached(submitted, datetime(2026, 11, 5, 0, 0, tzinfo=chicago)) is True
+
+
+# --- The gate as one cut-off instant ---------------------------------------------------------------------------
+
+_instants = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31),
+                         timezones=st.sampled_from([UTC, bd.CHICAGO]))
+
+
+@given(submitted=_instants, now=_instants)
+@settings(max_examples=3000, deadline=None)
+def test_the_cutoff_agrees_with_the_gate_for_any_submission_and_clock(submitted, now):
+    assert (submitted < third_business_day_cutoff(now)) is third_business_day_reached(submitted, now)
+
+
+@given(now=_instants, seconds=st.integers(min_value=-1, max_value=0))
+@settings(max_examples=500, deadline=None)
+def test_the_cutoff_is_the_first_instant_not_yet_due(now, seconds):
+    cutoff = third_business_day_cutoff(now)
+    edge = cutoff + timedelta(seconds=seconds)  # the last due instant (a second before), and the cut-off itself
+    assert third_business_day_reached(edge, now) is (seconds < 0)
+
+
+def test_the_cutoff_over_thanksgiving_and_a_weekend():
+    # Thu 2026-11-26 is Thanksgiving. On Tue 12-01, business days after Mon 11-23: Tue 24, Wed 25, Fri 27 → due;
+    # after Tue 11-24: 25, 27, Mon 30 → due; after Wed 11-25: 27, 30, Tue 12-01 → due; after Thu 11-26 (a
+    # holiday) the same: due; after Fri 11-27: 30, 12-01, 12-02 → not yet. The cut-off: Chicago midnight of 11-27.
+    now = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
+    assert third_business_day_cutoff(now) == datetime(2026, 11, 27, 0, 0, tzinfo=bd.CHICAGO)
 
 
 # --- Type and value errors --------------------------------------------------------------------------------
