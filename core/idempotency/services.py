@@ -64,6 +64,11 @@ class Replay:
     body: Any
     resource_id: str | None = None
 
+    @classmethod
+    def of(cls, record: IdempotencyKey) -> "Replay":
+        """The stored answer of a completed ``record``."""
+        return cls(status_code=record.response_status_code, body=record.response_body, resource_id=record.resource_id)
+
 
 @dataclass(frozen=True)
 class Stale:
@@ -171,7 +176,7 @@ def idempotency_replay(*, client_id: str, key: str, fingerprint: str) -> Replay 
     record = select_first(IdempotencyKey, where={"client_id": client_id, "key": key}, order_by=("pk",))
     if record is None or record.status != IdempotencyKeyStatus.COMPLETED or record.fingerprint != fingerprint:
         return None
-    return Replay(status_code=record.response_status_code, body=record.response_body, resource_id=record.resource_id)
+    return Replay.of(record)
 
 
 def _insert_unless_taken(record: IdempotencyKey) -> bool:
@@ -206,9 +211,7 @@ def _existing_outcome(record: IdempotencyKey, *, fingerprint: str, lease: timede
             details={"header": "Idempotency-Key"},
         )
     if record.status == IdempotencyKeyStatus.COMPLETED:
-        return Replay(
-            status_code=record.response_status_code, body=record.response_body, resource_id=record.resource_id
-        )
+        return Replay.of(record)
     now = timezone.now()  # after the lock: we may have waited for it
     if record.lease_expires_at > now:
         raise ConflictError(
