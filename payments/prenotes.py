@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from core.auth.permissions import ensure_user_access
 from core.auth.principal import Principal
-from core.business_days import CHICAGO, add_business_days, chicago_date, third_business_day_reached
+from core.business_days import third_business_day_cutoff, third_business_day_reached
 from core.errors import ConflictError, NotFoundError, ValidationError
 from core.jobs import job_clock
 from core.validators import validate_user_id
@@ -635,16 +635,6 @@ class PrenoteVerifyStats:
         return asdict(self)
 
 
-def verification_cutoff(now: datetime) -> datetime:
-    """The instant before which a submission has passed three business days at ``now``: the start (Chicago) of the
-    day after the latest submission date D with ``add_business_days(D, 3) <= chicago_date(now)`` (SPEC §11)."""
-    today = chicago_date(now)
-    day = today - timedelta(days=3)
-    while add_business_days(day, 3) > today:
-        day -= timedelta(days=1)
-    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=CHICAGO)
-
-
 def _due_prenotes(cutoff: datetime):
     base = Payment.objects.filter(purpose=Purpose.PRENOTE, payment_status__in=(Status.ACHSENT, Status.CLEARED),
                                   submit_date__lt=cutoff)
@@ -663,8 +653,8 @@ def _due_prenotes(cutoff: datetime):
 def prenote_verify_due(*, as_of: date | datetime | None = None, now: datetime | None = None) -> PrenoteVerifyStats:
     """Complete every prenote that passed three business days without a return (SPEC §6, §11).
 
-    Selects at the source ACHSENT / CLEARED prenotes submitted before ``verification_cutoff`` (keyset chunks, oldest
-    first; each re-checked with ``third_business_day_reached``). Usio → COMPLETED (its returns are written by the
+    Selects at the source ACHSENT / CLEARED prenotes submitted before ``third_business_day_cutoff`` (keyset chunks,
+    oldest first; each re-checked with ``third_business_day_reached``). Usio → COMPLETED (its returns are written by the
     returns sync). JPM → asked first (``get_payment_status``, outside any transaction; SPEC §7.2): RETURNED /
     REJECTED → FAILED with its code (``PRENOTE_RETURNED``), anything else → COMPLETED; JPM unreachable or not
     knowing the payment → left for the next run (after ``VERIFY_MAX_CONSECUTIVE_ERRORS`` failed lookups the other
@@ -676,7 +666,7 @@ def prenote_verify_due(*, as_of: date | datetime | None = None, now: datetime | 
     from payments.status import payment_apply_status
 
     now = job_clock(as_of=as_of, now=now)
-    cutoff = verification_cutoff(now)
+    cutoff = third_business_day_cutoff(now)
     deadline = time.monotonic() + _setting("PRENOTE_VERIFY_TIME_BUDGET_SECONDS", DEFAULT_VERIFY_TIME_BUDGET_SECONDS)
     stats = PrenoteVerifyStats()
     jpm_errors = 0

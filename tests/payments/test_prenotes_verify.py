@@ -12,13 +12,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from bank_accounts.selectors import bank_account_get
-from core.business_days import CHICAGO
+from core.business_days import CHICAGO, third_business_day_cutoff
 from core.models import OutboxEvent
 from core.outbox_relay import outbox_relay_run
 from core.schedules import all_schedules
 from payments.models import Payment, PaymentStatusChange, PrenoteRequest
 from payments.prenote_jobs import KICK_KEY, PROCESS_TASK, VERIFY_TASK, process_prenotes_task, verify_prenotes_task
-from payments.prenotes import prenote_process_batch, prenote_verify_due, verification_cutoff
+from payments.prenotes import prenote_process_batch, prenote_verify_due
 from payments.status import payment_apply_status
 from tests.payments.conftest import ACCOUNT_ID, USER
 
@@ -69,7 +69,8 @@ def prenote_status(account_id=ACCOUNT_ID) -> str:
 ])
 def test_the_cutoff_is_the_start_of_the_day_after_the_last_submission_day_that_passed_three_business_days(
         now, last_verified_submission_day):
-    assert verification_cutoff(now) == chicago(*(last_verified_submission_day + timedelta(days=1)).timetuple()[:3])
+    next_day = last_verified_submission_day + timedelta(days=1)
+    assert third_business_day_cutoff(now) == chicago(*next_day.timetuple()[:3])
 
 
 def test_three_business_days_without_a_return_verify_the_prenote_and_the_account(sandbox, bank_account, service):
