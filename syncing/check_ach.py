@@ -43,11 +43,12 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 
 from django.conf import settings
-from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 
 from core.business_days import third_business_day_cutoff
 from core.dead_letters import dead_letter_record
 from core.jobs import job_clock
+from core.sql import AnyOf
 from integrations.errors import ProcessorError, ProcessorProtocolError
 from payments.jpm_status import jpm_gate_verdict
 from payments.models import Payment, PaymentType, Provider, Purpose, Source, Status
@@ -338,10 +339,10 @@ def _batch(ids: list[uuid.UUID], *, cutoff: datetime) -> list[tuple[uuid.UUID, s
     """The job's payments still to resolve (ACHSENT / CLEARED, not credits, not prenotes) as ``(id, provider,
     due)`` in id order, in ONE query: ``due`` is the three-business-day gate applied by the database to the
     submission instant (``submit_date``, else ``created_at``) with the gate's cut-off (``third_business_day_cutoff``),
-    so no timestamp is read and no model instance built."""
+    so no timestamp is read and no model instance built; the ids go to PostgreSQL as one array (``AnyOf``)."""
     due = ExpressionWrapper(Q(submit_date__lt=cutoff) | Q(submit_date__isnull=True, created_at__lt=cutoff),
                             output_field=BooleanField())
-    return list(check_ach_candidates().filter(pk__in=ids).annotate(due=due)
+    return list(check_ach_candidates().filter(AnyOf(F("id"), ids)).annotate(due=due)
                 .values_list("id", "payment_provider", "due").order_by("id"))
 
 

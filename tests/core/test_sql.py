@@ -15,7 +15,7 @@ from bank_accounts.models import BankAccount
 from blocklist.models import BlocklistRecord
 from cards.models import DebitCard
 from core.models import IdempotencyKey, IdempotencyKeyStatus
-from core.sql import insert_row, select_first, select_one, update_where
+from core.sql import AnyOf, insert_row, select_first, select_one, update_where
 from payments.models import Payment, PaymentStatusChange
 
 pytestmark = pytest.mark.django_db
@@ -293,3 +293,43 @@ def test_select_one_refuses_a_row_lock_outside_a_transaction_as_the_orm_does():
         assert isinstance(error, TransactionManagementError)
     else:  # SQLite has no row locks: the ORM reads the row, and so does select_one
         assert error.pk == payment.pk
+
+
+
+def test_any_of_selects_the_rows_in_selects_with_one_array_on_postgresql():
+    payments = [_payment(idempotency_key=f"any-{n}", confirmation_id=f"c-{n}") for n in range(5)]
+    Payment.objects.bulk_create(payments)
+    stranger = uuid.uuid4()
+    wanted = [payments[3].pk, payments[0].pk, None, payments[3].pk, stranger, payments[1].pk]  # None, a twin
+    by_in, in_sent = _statements(lambda: list(Payment.objects.filter(pk__in=wanted).order_by("pk")
+                                              .values_list("pk", flat=True)))
+    by_any, any_sent = _statements(lambda: list(Payment.objects.filter(AnyOf(F("id"), wanted)).order_by("pk")
+                                                .values_list("pk", flat=True)))
+    assert by_any == by_in == sorted([payments[0].pk, payments[1].pk, payments[3].pk])
+    assert len(any_sent) == len(in_sent) == 1
+    if connection.vendor == "postgresql":
+        (sql, params), = any_sent
+        assert '"payments_payment"."id" = ANY(%s::uuid[])' in sql and " IN (" not in sql
+        assert params == ([payments[3].pk, payments[0].pk, payments[3].pk, stranger, payments[1].pk],)
+    else:
+        assert any_sent == in_sent  # elsewhere it is __in itself
+    # a text column, inside a larger condition
+    codes = ["c-2", "c-4", "c-9"]
+    assert (list(Payment.objects.filter(AnyOf(F("confirmation_id"), codes), purpose="float").order_by("pk"))
+            == list(Payment.objects.filter(confirmation_id__in=codes, purpose="float").order_by("pk"))
+            == sorted([payments[2], payments[4]], key=lambda payment: payment.pk))
+
+
+def test_any_of_without_values_sends_nothing_as_in_does():
+    Payment.objects.bulk_create([_payment(idempotency_key="any-empty")])
+    for values in ([], [None]):
+        assert _statements(lambda: list(Payment.objects.filter(AnyOf(F("id"), values)))) == ([], [])  # noqa: B023
+        assert _statements(lambda: list(Payment.objects.filter(pk__in=values))) == ([], [])  # noqa: B023
+
+
+def test_any_of_a_subquery_is_in_a_subquery():
+    payments = [_payment(idempotency_key=f"sub-{n}", purpose=purpose)
+                for n, purpose in enumerate(["float", "subscription"])]
+    Payment.objects.bulk_create(payments)
+    floats = Payment.objects.filter(purpose="float").values("pk")
+    assert list(Payment.objects.filter(AnyOf(F("id"), floats))) == [payments[0]]
