@@ -6,6 +6,7 @@ was asked; its faults hit the next requests in the order they arrive.
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import timedelta
 
@@ -72,6 +73,41 @@ def test_the_breaker_trips_after_three_consecutive_500s_and_no_more_look_ups_are
     assert [state(p) for p in jpm] == before and DeadLetter.objects.count() == 0
     assert Payment.objects.get(pk=usio.pk).payment_status == "COMPLETED"
 
+
+
+class _Interrupted(Exception):
+    """What Celery's soft time limit does to a job: an exception raised in its thread by a signal handler."""
+
+
+def test_a_job_interrupted_with_a_look_up_in_flight_leaves_it_behind(make_payment, sandbox, settings):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1  # one look-up thread: the next job could only ask after the stale one
+    settings.JPM_READ_TIMEOUT = 20.0  # the stale look-up waits for its answer (the sandbox fixture's is 1.5 s)
+    interrupted, follower = make_payment(purpose="subscription"), make_payment(purpose="subscription")
+    before = state(interrupted)
+    sandbox.fault("jpm.payment_status", "slow", count=1, delay=8)  # the interrupted job's look-up: 8 s late
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(_Interrupted):
+            check_ach_process(payment_ids=[str(interrupted.pk)], now=later())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert state(interrupted) == before
+
+    started = time.monotonic()
+    stats = check_ach_process(payment_ids=[str(follower.pk)], now=later())
+    elapsed = time.monotonic() - started
+
+    # Asked and answered; the stale look-up still waits for its answer (the sandbox logs a request as it answers).
+    assert stats.completed == 1 and asked(sandbox) == [follower.reference]
+    # Held behind the stale look-up, the job would take the rest of its 8 s; on threads of its own, a round trip.
+    assert elapsed < 5, f"the next job waited {elapsed:.1f} s for the interrupted job's look-up"
+    assert state(interrupted) == before
 
 def test_errors_that_are_not_consecutive_do_not_trip_the_breaker(make_payment, sandbox, settings):
     settings.CHECK_ACH_JPM_CONCURRENCY = 8
