@@ -72,6 +72,17 @@ class SandboxHandle:
         params = {k: v for k, v in {"service": service, "operation": operation}.items() if v}
         return self.control("GET", "requests", **params)["requests"]
 
+    def wait_for_requests(self, operation: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        """The logged requests of ``operation`` (``usio.SubmitCCVoid``, ``jpm.payment_status`` …) once there are
+        ``count``, or those logged after ``timeout`` seconds: the sandbox logs a request as it answers, so a hung
+        ("timeout") one appears only once its answer is sent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logged = self.requests(operation=operation)
+            if len(logged) >= count or time.monotonic() > deadline:
+                return logged
+            time.sleep(0.1)
+
     def received(self, service: str) -> list[dict]:
         return self.control("GET", f"{service}/received")["received"]
 

@@ -52,16 +52,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_requests(sandbox, operation: str, count: int, deadline: float = 10.0) -> list[dict]:
-    """The request log entries of ``operation`` once there are ``count`` (a hung answer is logged when sent)."""
-    end = time.monotonic() + deadline
-    while True:
-        entries = sandbox.requests("usio", f"usio.{operation}")
-        if len(entries) >= count or time.monotonic() > end:
-            return entries
-        time.sleep(0.1)
-
-
 def _ach(client: UsioClient, *, account: str = "123456789", trans_code="27", amount=Decimal("25.00"), reference=None,
          **kwargs):
     return client.submit_ach_payment(routing_number=ROUTING, account_number=account, trans_code=trans_code,
@@ -483,7 +473,7 @@ def test_timeout_token_is_processed_but_the_answer_never_comes(sandbox):
     [found] = usio_client("subscription").get_transaction_details(reference=reference).transactions
     assert found.confirmation == tx["confirmation"]
     # exactly one request: never retried (the hung answer is logged once it is sent)
-    assert len(_wait_for_requests(sandbox, "SubmitTokenPayment", 1)) == 1
+    assert len(sandbox.wait_for_requests("usio.SubmitTokenPayment")) == 1
     time.sleep(0.3)
     assert len(sandbox.requests("usio", "usio.SubmitTokenPayment")) == 1
 

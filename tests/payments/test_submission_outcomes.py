@@ -26,16 +26,6 @@ from tests.payments.conftest import (
 pytestmark = pytest.mark.django_db
 
 
-def wait_for_calls(sandbox, operation: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
-    """The sandbox logs a hung ("timeout" token) request only once it answers: wait for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        calls = processor_calls(sandbox, operation)
-        if len(calls) >= count or time.monotonic() > deadline:
-            return calls
-        time.sleep(0.1)
-
-
 def history(payment) -> list[tuple]:
     return list(payment.status_changes.values_list("from_status", "to_status", "source", "return_code"))
 
@@ -128,7 +118,7 @@ def assert_left_processing(response, sandbox, operation: str, key: str):
     assert events() == []
     record = IdempotencyKey.objects.get(key=key)
     assert (record.status, record.resource_id) == ("in_progress", str(payment.pk))
-    calls = wait_for_calls(sandbox, operation)
+    calls = sandbox.wait_for_requests(operation)
     assert len(calls) == 1 and reference_of(calls[0]) == payment.reference
     return payment
 
@@ -188,7 +178,7 @@ def test_retry_while_processing_then_after_the_lease_then_after_the_reconciler(s
         ("COMPLETED", "URECONCILED00000")
     replay = post_payment(service, card_body(), key=key)
     assert (replay.status_code, replay.json()) == (201, resolved.json())
-    assert len(wait_for_calls(sandbox, "usio.SubmitTokenPayment")) == 1
+    assert len(sandbox.wait_for_requests("usio.SubmitTokenPayment")) == 1
     assert Payment.objects.count() == 1
 
 

@@ -4,7 +4,6 @@ everything a refused request must not change."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from decimal import Decimal
 
@@ -64,16 +63,6 @@ def usio_calls(sandbox, operation: str | None = None) -> list[dict]:
 def refund_calls(sandbox) -> list[dict]:
     """The Usio requests that move refund money (SubmitCCVoid, PinlessCredit, SubmitACHPayment)."""
     return [r for r in usio_calls(sandbox) if r["operation"] in REFUND_OPERATIONS]
-
-
-def wait_for_calls(sandbox, operation: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
-    """A hung (timeout) request is logged by the sandbox once it answers: wait for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        calls = usio_calls(sandbox, operation)
-        if len(calls) >= count or time.monotonic() > deadline:
-            return calls
-        time.sleep(0.1)
 
 
 def usio_transaction(sandbox, confirmation: str) -> dict:

@@ -21,7 +21,6 @@ from tests.refunds.conftest import (
     refund_calls,
     usio_calls,
     usio_transaction,
-    wait_for_calls,
 )
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +54,7 @@ def test_timeout_leaves_the_refund_processing_holds_the_balance_and_never_refund
     assert held(payment) == Decimal("30.00")
     record = IdempotencyKey.objects.get(key=key)
     assert (record.status, record.resource_id) == ("in_progress", str(refund.pk))
-    assert len(wait_for_calls(sandbox, "usio.SubmitCCVoid")) == 1
+    assert len(sandbox.wait_for_requests("usio.SubmitCCVoid")) == 1
     assert usio_transaction(sandbox, payment.confirmation_id)["refunded"] == "30.00"  # Usio did it
 
     # The same key while the lease runs: 409, nothing sent.
@@ -93,7 +92,7 @@ def test_a_timed_out_full_refund_makes_the_payment_refunded_once_reconciled(sand
     payment = card_payment("25.00")
     sandbox.fault("usio.SubmitCCVoid", "timeout")
     assert post_refund(support, refund_body(payment_id=str(payment.pk), amount="25.00")).status_code == 202
-    wait_for_calls(sandbox, "usio.SubmitCCVoid")
+    sandbox.wait_for_requests("usio.SubmitCCVoid")
     # Nothing left while it is held: even a cent is refused.
     cent = post_refund(support, refund_body(payment_id=str(payment.pk), amount="0.01"))
     assert cent.json()["error"]["code"] == "refund_exceeds_balance"
@@ -132,7 +131,7 @@ def test_credit_timeout_is_resolved_by_our_reference(sandbox, support, debit_car
     response = post_refund(support, refund_body(account_type="debit", amount="8.00"))
     assert response.status_code == 202
     refund = Refund.objects.get()
-    [call] = wait_for_calls(sandbox, "usio.PinlessCredit")
+    [call] = sandbox.wait_for_requests("usio.PinlessCredit")
     assert call["body"]["AdditionalSearch"] == refund.reference
 
     assert reconcile(timedelta(minutes=1)).examined == 0  # not stuck yet
@@ -201,7 +200,7 @@ def test_two_stuck_card_refunds_of_one_payment_each_take_their_own_usio_refund(s
     sandbox.fault("usio.SubmitCCVoid", "timeout", count=2)
     for amount in ("10.00", "15.00"):
         assert post_refund(support, refund_body(payment_id=str(payment.pk), amount=amount)).status_code == 202
-    wait_for_calls(sandbox, "usio.SubmitCCVoid", count=2)
+    sandbox.wait_for_requests("usio.SubmitCCVoid", count=2)
     stats = reconcile(LATER)
     assert stats.completed == 2
     usio_refunds = {tx["confirmation"]: tx["amount"] for tx in sandbox.control("GET", "usio/ledger")["transactions"]
@@ -276,7 +275,7 @@ def test_timeout_on_a_usio_transaction_refund_is_reconciled(sandbox, support, ex
     sandbox.fault("usio.SubmitCCVoid", "timeout")
     response = post_refund(support, refund_body(confirmation_id=confirmation, amount="40.00"))
     assert (response.status_code, response.json()["status"]) == (202, "PROCESSING")
-    wait_for_calls(sandbox, "usio.SubmitCCVoid")
+    sandbox.wait_for_requests("usio.SubmitCCVoid")
     # Held: Usio's RefundedAmount (40) and ours in flight are not added twice into a negative answer.
     over = post_refund(support, refund_body(confirmation_id=confirmation, amount="0.01"))
     assert (over.status_code, over.json()["error"]["details"]["refundable"]) == (422, "0.00")
