@@ -18,7 +18,9 @@
   look-ups, in the same order of starts, that one after the other would: the breaker is counted in id order and a
   look-up is started only when the ones before it cannot already have tripped it (those still in flight counted as
   errors) — in practice about ``MAX_CONSECUTIVE_ERRORS`` look-ups in flight. The database work stays in the job's
-  thread.
+  thread. The JPM payments a job has no time to ask about (a slow JPM) are handed to a new job
+  (``continue_with``), unless JPM gave the job no answer at all or the breaker is open: then they wait for the next
+  day, as before.
 - **run_job** (``check_ach_run``): the same selection, every batch processed inline.
 
 Every change goes through the status machine (source ``check_ach``, actor ``check_ach``): a batch's completions in
@@ -73,7 +75,7 @@ IN_FLIGHT = (Status.ACHSENT, Status.CLEARED)
 @dataclass
 class CheckAchStats:
     """What one worker run (or the sum of several) did, per payment id given to it:
-    ``examined`` = ``not_due + completed + failed + unchanged + errors + skipped + dead_lettered``."""
+    ``examined`` = ``not_due + completed + failed + unchanged + errors + skipped + dead_lettered + continued``."""
 
     examined: int = 0
     not_due: int = 0  # the third business day after submission has not begun: left for a later run
@@ -83,6 +85,7 @@ class CheckAchStats:
     errors: int = 0  # JPM could not be asked, or does not know the payment: left for the next run
     skipped: int = 0  # not examined this run (time budget spent, JPM breaker open): left for the next run
     dead_lettered: int = 0  # JPM's answer broke the protocol: the payment is in DeadLetter, unchanged
+    continued: int = 0  # JPM payments whose look-up the job had no time to start: handed to a new job, unchanged
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,10 +116,12 @@ def job_size() -> int:
 
 
 def jpm_job_size() -> int:
-    """``CHECK_ACH_JPM_JOB_SIZE`` (50): payment ids per worker job of JPM payments, each needing a JPM look-up.
-    With ~3 look-ups in flight (``_jpm_lookups``) and none started after ``jpm_deadline`` (~11 s into the job), 50
-    of them still all start at ~600 ms a look-up; a larger job would leave the rest for the next day sooner."""
-    return max(1, _setting("CHECK_ACH_JPM_JOB_SIZE", 50))
+    """``CHECK_ACH_JPM_JOB_SIZE`` (200): payment ids per worker job of JPM payments, each needing a JPM look-up.
+    With ~3 look-ups in flight (``_jpm_lookups``) and none started after ``jpm_deadline`` (~11 s into the job), all
+    200 start from ~160 ms a look-up; at a slower JPM (~600 ms) a job asks about ~50 and hands the rest to a new job
+    (``check_ach_process(continue_with=)``). Fewer, larger jobs: less of each job's own cost (its message, batch read
+    and completion statement) per payment."""
+    return max(1, _setting("CHECK_ACH_JPM_JOB_SIZE", 200))
 
 
 def time_budget() -> float:
@@ -204,7 +209,8 @@ def jpm_concurrency() -> int:
 @dataclass(frozen=True)
 class _Lookup:
     """One JPM look-up's outcome: ``verdict`` (an answer: a ``GateVerdict``, or None = JPM does not know the
-    payment), ``protocol`` / ``error`` (the ``ProcessorError`` raised) or ``skipped`` (never started)."""
+    payment), ``protocol`` / ``error`` (the ``ProcessorError`` raised), or never started: ``skipped`` (the breaker
+    tripped) or ``out_of_time`` (the job's time to start look-ups ran out)."""
 
     kind: str
     verdict: object = None
@@ -212,6 +218,7 @@ class _Lookup:
 
 
 _SKIPPED = _Lookup("skipped")
+_OUT_OF_TIME = _Lookup("out_of_time")
 
 
 def _breaker_run(run: int, outcome: _Lookup | None) -> int:
@@ -295,9 +302,9 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
     when the payments before it cannot already hold ``MAX_CONSECUTIVE_ERRORS`` consecutive errors, counting every
     look-up still in flight as an error; so once the breaker trips nothing more is started (the rest: skipped), and
     when it does not, nothing is left out. None is started at or after ``deadline`` (the time budget) or
-    ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are skipped. The look-ups run on the
-    process's look-up threads (``_LookupThreads``); each thread asks with a ``JpmClient`` of its own built for this
-    job (so settings are read per job), through the thread's kept-alive connections. Anything but a
+    ``jpm_deadline`` (it could outlive the task's soft limit): it and the rest are ``out_of_time``. The look-ups run
+    on the process's look-up threads (``_LookupThreads``); each thread asks with a ``JpmClient`` of its own built for
+    this job (so settings are read per job), through the thread's kept-alive connections. Anything but a
     ``ProcessorError`` is raised here, at that payment's turn (the job fails as before)."""
     from integrations.jpm import jpm_client
 
@@ -328,7 +335,7 @@ def _jpm_lookups(payments: list[Payment], *, deadline: float, jpm_deadline: floa
             # Start what the sequential loop would certainly have reached.
             while started < count and in_flight < concurrency:
                 if time.monotonic() >= deadline or (jpm_deadline is not None and time.monotonic() >= jpm_deadline):
-                    outcomes[started:] = [_SKIPPED] * (count - started)
+                    outcomes[started:] = [_OUT_OF_TIME] * (count - started)
                     started = count
                     break
                 pessimistic = run
@@ -382,8 +389,8 @@ def _batch(ids: list[uuid.UUID], *, cutoff: datetime) -> list[tuple[uuid.UUID, s
                 .values_list("id", "payment_provider", "due").order_by("id"))
 
 
-def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
-                      time_limit: float | None = None) -> CheckAchStats:
+def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None, time_limit: float | None = None,
+                      continue_with: Callable[[list[str]], object] | None = None) -> CheckAchStats:
     """Resolve the batch's payments that passed the three-business-day gate (SPEC §7.2, §11); see the module.
 
     Reads the batch in ONE query (``_batch``: id, provider and the gate; ids no longer ACHSENT / CLEARED, credits
@@ -400,6 +407,12 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
     instead of the job being killed. The JPM look-ups run ``CHECK_ACH_JPM_CONCURRENCY`` at a time in threads
     (``_jpm_lookups``: the same look-ups and outcomes as one after the other); all database work stays in this
     thread.
+
+    ``continue_with(ids)`` (the Celery task: publish a new job with them): the JPM payments whose look-up was not
+    started because the job's time for look-ups ran out are handed on, in id order, once the job's own work is
+    done (``continued``) — so a slow JPM delays them by a job, not by a day — provided that the job got at least one
+    answer or error from JPM and the breaker is not open; otherwise (JPM down, or no time for even one look-up:
+    handing them on could go on forever), or when handing on fails, they are ``skipped``, for the next run.
 
     Side effects: the batch's completions in one ``payment_complete_many`` statement, each failure in its
     own ``payment_apply_status`` transaction (history row, outbox event, ``completion_date`` / ``return_date``);
@@ -427,7 +440,8 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
             to_ask.append(Payment(id=pk, payment_provider=provider))  # what a look-up reads: the reference
         else:
             to_complete[pk] = "check_ach:usio_auto_complete"  # applied together at the end
-    jpm_errors = 0
+    jpm_errors = asked = 0
+    out_of_time: list[str] = []  # JPM payments whose look-up was never started for lack of time, in id order
     lookups = _jpm_lookups(to_ask, deadline=deadline, jpm_deadline=jpm_deadline, concurrency=jpm_concurrency())
     with contextlib.closing(lookups):  # the look-up threads end with the loop, even when it raises
         for payment, outcome in lookups:
@@ -435,6 +449,10 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
             if outcome.kind == "skipped":
                 stats.skipped += 1
                 continue
+            if outcome.kind == "out_of_time":
+                out_of_time.append(str(payment.pk))
+                continue
+            asked += 1
             if outcome.kind == "protocol":
                 # Not the processor being down: an answer we cannot read. Keep it (raw) for an operator; a replay
                 # of the dead letter re-runs just this payment through the same task.
@@ -477,11 +495,30 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None,
                                           raw_payload_refs=to_complete)
         stats.completed += len(completed)
         stats.unchanged += len(to_complete) - len(completed)
+    if out_of_time:
+        _hand_on(out_of_time, stats, continue_with=continue_with if asked else None,
+                 breaker_open=jpm_errors >= MAX_CONSECUTIVE_ERRORS)
     if stats.skipped:
         logger.warning("check-ach job stopped early; the rest waits for the next run",
                        extra={"stats": stats.as_dict(), "breaker_open": jpm_errors >= MAX_CONSECUTIVE_ERRORS})
     logger.info("check-ach job finished", extra={"stats": stats.as_dict()})
     return stats
+
+
+def _hand_on(ids: list[str], stats: CheckAchStats, *, continue_with: Callable[[list[str]], object] | None,
+             breaker_open: bool) -> None:
+    """``continue_with(ids)`` (``continued``), unless there is none, the breaker is open or it fails: ``skipped``."""
+    if continue_with is not None and not breaker_open:
+        try:
+            continue_with(ids)
+        except Exception as exc:  # the broker refused: these payments wait for the next run, as skipped ones do
+            logger.warning("check-ach could not hand on the payments it had no time to ask about",
+                           extra={"count": len(ids), "error": type(exc).__name__})
+        else:
+            stats.continued += len(ids)
+            logger.info("check-ach handed on the payments it had no time to ask about", extra={"count": len(ids)})
+            return
+    stats.skipped += len(ids)
 
 
 # --- run_job ----------------------------------------------------------------------------------------------------
@@ -491,9 +528,16 @@ def check_ach_run(*, as_of: date | datetime | None = None, now: datetime | None 
                   size: int | None = None, chunk_size: int = SELECT_CHUNK_SIZE) -> dict:
     """The whole pipeline inline, without a broker (``manage.py run_job check_ach [--as-of DATE]``): the
     scheduler's selection, each batch processed at once with ``check_ach_process`` as at ``job_clock(as_of, now)``
-    (the end of that Chicago day, never later than now). Returns ``selected``, ``jobs`` and the summed stats."""
+    (the end of that Chicago day, never later than now), the payments a batch hands on (``continued``) processed
+    right after it. Returns ``selected``, ``jobs`` and the summed stats."""
     moment = job_clock(as_of=as_of, now=now)
     total = CheckAchStats()
-    schedule = check_ach_schedule(enqueue=lambda ids: total.add(check_ach_process(payment_ids=ids, now=moment)),
-                                  size=size, chunk_size=chunk_size)
+    handed_on: list[list[str]] = []
+
+    def process(ids: list[str]) -> None:
+        handed_on.append(ids)
+        while handed_on:
+            total.add(check_ach_process(payment_ids=handed_on.pop(), now=moment, continue_with=handed_on.append))
+
+    schedule = check_ach_schedule(enqueue=process, size=size, chunk_size=chunk_size)
     return {**schedule.as_dict(), **total.as_dict()}

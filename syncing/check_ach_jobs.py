@@ -9,7 +9,9 @@
 - ``syncing.check_ach_process`` (queue ``check-ach``: 1 attempt, 54 s) — ``check_ach_process`` on its ids. One attempt:
   a duplicate state update is worse than a day's delay (SPEC §7.2); a job that raises is dead-lettered whole by
   ``JobTask.on_failure``; a single payment whose JPM answer breaks the protocol is dead-lettered alone by the
-  service (``args=[[payment_id]]``: replaying it re-runs just that payment through this task).
+  service (``args=[[payment_id]]``: replaying it re-runs just that payment through this task). The JPM payments a
+  job had no time to ask about (a slow JPM) are published as a new job of this task, at the end of the queue: not
+  a retry — none of them was asked.
 - ``manage.py run_job check_ach [--as-of YYYY-MM-DD]`` — the same selection, every batch processed inline.
 """
 
@@ -33,8 +35,10 @@ from syncing.check_ach import (
 
 @job(name=WORKER_TASK, queue=QUEUE)
 def check_ach_process_task(payment_ids: list[str]) -> dict:
-    """One batch of check-ach (ids from the scheduler, or one id from a dead-letter replay)."""
-    return check_ach_process(payment_ids=payment_ids, time_limit=check_ach_process_task.soft_time_limit).as_dict()
+    """One batch of check-ach (ids from the scheduler, a job before it, or one id from a dead-letter replay); the JPM
+    payments it has no time to ask about go to a new job (``continue_with``)."""
+    return check_ach_process(payment_ids=payment_ids, time_limit=check_ach_process_task.soft_time_limit,
+                             continue_with=lambda ids: check_ach_process_task.apply_async(args=[ids])).as_dict()
 
 
 @job(name=SCHEDULER_TASK, queue="default")

@@ -402,7 +402,7 @@ REFUND_RECONCILER_TIME_BUDGET_SECONDS = env.int("REFUND_RECONCILER_TIME_BUDGET_S
 # Syncing (SPEC §7): check-ach payments per job (Usio ones and JPM ones in jobs of their own), the worker's time
 # budget (under the queue's 54 s limit) and the JPM status look-ups a job runs at once (threads doing only HTTP).
 CHECK_ACH_JOB_SIZE = env.int("CHECK_ACH_JOB_SIZE", default=1000)  # Usio payments per job (no processor call)
-CHECK_ACH_JPM_JOB_SIZE = env.int("CHECK_ACH_JPM_JOB_SIZE", default=50)  # JPM payments per job (a look-up each)
+CHECK_ACH_JPM_JOB_SIZE = env.int("CHECK_ACH_JPM_JOB_SIZE", default=200)  # JPM payments per job (a look-up each)
 CHECK_ACH_TIME_BUDGET_SECONDS = env.int("CHECK_ACH_TIME_BUDGET_SECONDS", default=45)
 CHECK_ACH_JPM_CONCURRENCY = env.int("CHECK_ACH_JPM_CONCURRENCY", default=8)
 # Usio sync: report records read, staged and applied at a time (the worker's memory grows with it, not the window).

@@ -383,6 +383,102 @@ def test_a_jpm_lookup_leaves_the_job_time_for_its_database_work_before_the_soft_
     assert state(jpm) == before and jpm_status_calls(sandbox) == 0
 
 
+def _jpm_window(seconds: float) -> float:
+    """A ``time_limit`` that leaves the job ``seconds`` to start JPM look-ups (after the call and database margins)."""
+    from syncing.check_ach import _jpm_call_seconds
+
+    return _jpm_call_seconds() + DB_WORK_MARGIN_SECONDS + seconds
+
+
+def _subscriptions(make_payment, count: int, **fields) -> list[Payment]:
+    """``count`` JPM payments, in id order (the order the job asks in)."""
+    return sorted((make_payment(purpose="subscription", **fields) for _ in range(count)), key=lambda p: p.pk)
+
+
+def test_the_jpm_payments_a_job_has_no_time_to_ask_about_are_handed_to_a_new_job(make_payment, sandbox, settings):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1
+    first, *rest = _subscriptions(make_payment, 4)
+    before = [state(p) for p in rest]
+    sandbox.fault("jpm.payment_status", "slow", count=1, delay=0.8)  # the first answer outlasts the 0.3 s window
+    handed: list[list[str]] = []
+
+    stats = check_ach_process(payment_ids=[str(p.pk) for p in [first, *rest]], now=later(),
+                              time_limit=_jpm_window(0.3), continue_with=handed.append)
+
+    assert (stats.examined, stats.completed, stats.continued, stats.skipped, stats.errors) == (4, 1, 3, 0, 0)
+    assert handed == [[str(p.pk) for p in rest]]  # once, in id order
+    assert [state(p) for p in rest] == before and jpm_status_calls(sandbox) == 1  # not asked, unchanged
+    assert Payment.objects.get(pk=first.pk).payment_status == "COMPLETED"
+    # the new job asks about them
+    assert check_ach_process(payment_ids=handed[0], now=later()).completed == 3
+    assert jpm_status_calls(sandbox) == 4
+
+
+def test_nothing_is_handed_on_without_an_answer_from_jpm_or_with_the_breaker_open(make_payment, sandbox, settings):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 8
+    payments = _subscriptions(make_payment, 5)
+    ids = [str(p.pk) for p in payments]
+    before = [state(p) for p in payments]
+    handed: list[list[str]] = []
+
+    # No time for even one look-up: handing them on could go on for ever.
+    stats = check_ach_process(payment_ids=ids, now=later(), time_limit=_jpm_window(-1),
+                              continue_with=handed.append)
+    assert (stats.skipped, stats.continued) == (5, 0) and handed == [] and jpm_status_calls(sandbox) == 0
+
+    # Three look-ups in flight time out after the window closed: the breaker is open, JPM looks down.
+    sandbox.fault("jpm.payment_status", "timeout", count=3)
+    stats = check_ach_process(payment_ids=ids, now=later(), time_limit=_jpm_window(0.3),
+                              continue_with=handed.append)
+    assert (stats.errors, stats.skipped, stats.continued) == (3, 2, 0) and handed == []
+    assert [state(p) for p in payments] == before
+
+
+def test_payments_are_left_for_the_next_run_when_handing_them_on_fails(make_payment, sandbox, settings):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1
+    first, *rest = _subscriptions(make_payment, 3)
+    before = [state(p) for p in rest]
+    sandbox.fault("jpm.payment_status", "slow", count=1, delay=0.8)
+
+    def refuse(ids):
+        raise ConnectionError("broker down")
+
+    stats = check_ach_process(payment_ids=[str(p.pk) for p in [first, *rest]], now=later(),
+                              time_limit=_jpm_window(0.3), continue_with=refuse)
+
+    assert (stats.completed, stats.skipped, stats.continued) == (1, 2, 0)
+    assert [state(p) for p in rest] == before
+
+
+def test_the_task_publishes_what_it_hands_on_as_a_new_check_ach_job(make_payment, sandbox, settings,
+                                                                     check_ach_queue):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1
+    # the task's 49 s soft limit leaves 0.3 s to start look-ups
+    settings.JPM_CONNECT_TIMEOUT = 3.05
+    settings.JPM_READ_TIMEOUT = check_ach_process_task.soft_time_limit - 3.05 - DB_WORK_MARGIN_SECONDS - 0.3
+    first, *rest = _subscriptions(make_payment, 3, submit_date=timezone.now() - WEEK)  # due by the clock
+    sandbox.fault("jpm.payment_status", "slow", count=1, delay=0.8)
+
+    stats = check_ach_process_task([str(p.pk) for p in [first, *rest]])
+
+    assert (stats["completed"], stats["continued"]) == (1, 2)
+    ((headers, payload),) = check_ach_queue()
+    assert headers["task"] == WORKER_TASK and payload[0] == [[str(p.pk) for p in rest]]
+
+
+def test_run_job_asks_about_the_payments_a_batch_hands_on_right_after_it(make_payment, sandbox, settings):
+    settings.CHECK_ACH_JPM_CONCURRENCY = 1
+    settings.CHECK_ACH_TIME_BUDGET_SECONDS = 0.5  # run_job has no task limit: its budget closes the window
+    payments = _subscriptions(make_payment, 4)
+    sandbox.fault("jpm.payment_status", "slow", count=1, delay=0.8)
+
+    result = check_ach_run(now=later())
+
+    assert (result["jobs"], result["examined"], result["completed"], result["continued"]) == (1, 7, 4, 3)
+    assert {Payment.objects.get(pk=p.pk).payment_status for p in payments} == {"COMPLETED"}
+    assert jpm_status_calls(sandbox) == 4
+
+
 # --- selection in the worker, idempotency ------------------------------------------------------------------------
 
 
@@ -459,7 +555,8 @@ def test_run_job_check_ach_as_of_a_date(make_payment, sandbox, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out == {"job": "check_ach", "as_of": "2026-11-15",
                    "result": {"selected": 1, "jobs": 1, "examined": 1, "not_due": 0, "completed": 1, "failed": 0,
-                              "unchanged": 0, "errors": 0, "skipped": 0, "dead_lettered": 0}}
+                              "unchanged": 0, "errors": 0, "skipped": 0, "dead_lettered": 0,
+                              "continued": 0}}
     payment.refresh_from_db()
     assert payment.payment_status == "COMPLETED"
     assert OutboxEvent.objects.filter(aggregate_id=str(payment.pk)).count() == 1
