@@ -263,8 +263,9 @@ class AnyOf(In):
     PostgreSQL as ONE array parameter (``field = ANY(%s::type[])``) instead of one placeholder each. For a job's
     thousand ids, the ORM's ``IN (%s, %s, …)`` cost more CPU to compile and bind than the database spent running it:
     psycopg splits and quotes a statement with a placeholder per value, and a statement that long is never cached.
-    Values are prepared as ``__in`` prepares them (None dropped, no values: no query at all, ``EmptyResultSet``);
-    on other databases, and for a subquery, it is ``__in`` itself."""
+    Each value is prepared as ``__in`` prepares it; None is dropped, and no values means no query at all
+    (``EmptyResultSet``), as with ``__in``; a twin is sent twice (``__in`` sends it once: the same rows). On other
+    databases, and for a subquery, it is ``__in`` itself."""
 
     def as_postgresql(self, compiler, connection):
         if not self.rhs_is_direct_value():
