@@ -496,8 +496,8 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None, tim
         stats.completed += len(completed)
         stats.unchanged += len(to_complete) - len(completed)
     if out_of_time:
-        _hand_on(out_of_time, stats, continue_with=continue_with if asked else None,
-                 breaker_open=jpm_errors >= MAX_CONSECUTIVE_ERRORS)
+        _hand_on(out_of_time, stats, continue_with=continue_with,
+                 jpm_answering=asked > 0 and jpm_errors < MAX_CONSECUTIVE_ERRORS)
     if stats.skipped:
         logger.warning("check-ach job stopped early; the rest waits for the next run",
                        extra={"stats": stats.as_dict(), "breaker_open": jpm_errors >= MAX_CONSECUTIVE_ERRORS})
@@ -506,9 +506,10 @@ def check_ach_process(*, payment_ids: Sequence, now: datetime | None = None, tim
 
 
 def _hand_on(ids: list[str], stats: CheckAchStats, *, continue_with: Callable[[list[str]], object] | None,
-             breaker_open: bool) -> None:
-    """``continue_with(ids)`` (``continued``), unless there is none, the breaker is open or it fails: ``skipped``."""
-    if continue_with is not None and not breaker_open:
+             jpm_answering: bool) -> None:
+    """``continue_with(ids)`` (``continued``) when JPM is answering (the job got at least one answer or error, and its
+    breaker is closed); without ``continue_with``, when JPM is not answering, or when it fails: ``skipped``."""
+    if continue_with is not None and jpm_answering:
         try:
             continue_with(ids)
         except Exception as exc:  # the broker refused: these payments wait for the next run, as skipped ones do
