@@ -1,5 +1,5 @@
-"""``python -m bench.sandbox_server --port P``: the project's sandbox (``sandbox.app.SandboxApp``, unchanged, served
-the way ``python -m sandbox`` serves it) plus two bench-only control routes that fill its ledgers in bulk:
+"""``python -m bench.sandbox_server --port P [--threads 2]``: the project's sandbox (``sandbox.app.SandboxApp``,
+unchanged) plus two bench-only control routes that fill its ledgers in bulk:
 
 - ``POST /_bench/usio/seed`` ``{"merchant_id", "rows": [{confirmation, kind, transaction_type, amount, reference,
   created_at, returns_at?, return_code?, chargeback_at?, chargeback_code?}]}``: Usio ledger entries as if submitted
@@ -10,20 +10,31 @@ the way ``python -m sandbox`` serves it) plus two bench-only control routes that
 The JPM fake brings every payment of its ledger up to date on each request (``_progress``: a sort and a scan of the
 whole ledger per call, O(N) — fine for tests, quadratic for 450,000 status look-ups). Seeded payments are final, so
 the bench server makes that scan a no-op once it has seeded any; the answers are the same.
+
+Served by granian (its HTTP/1.1 in Rust; one process, as the ledgers live in memory; the app on ``--threads``
+threads; connections kept alive), not by ``python -m sandbox --keep-alive``'s gunicorn and gevent, whose HTTP
+handling is Python: the fake stands in for a processor's servers, which are not on the service's machine, and in
+check-ach's JPM share it was the one serial step, busier than either worker (~0.8 ms of CPU per status look-up).
+Granian serves the same answers for ~0.3 ms (docs/performance.md, session 10). The keep-alive tests keep gunicorn:
+they need its idle timeout and ``--port 0``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces
+from granian.log import LogLevels
 from werkzeug.wrappers import Request, Response
 
+from sandbox.__main__ import build_app
 from sandbox.__main__ import parse_args as sandbox_args
-from sandbox.__main__ import serve
 from sandbox.app import SandboxApp
 from sandbox.conventions import AccountOutcome
 from sandbox.jpm.wire import PaymentRecord
@@ -95,15 +106,25 @@ class BenchSandbox:
         return _json({"error": "not_found"}, 404)
 
 
+def app() -> BenchSandbox:
+    """Granian's app factory, called in its worker process: the sandbox configured by the ``SANDBOX_*`` environment
+    (``main`` sets it) with the bench routes."""
+    return BenchSandbox(build_app(sandbox_args([])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--keep-alive", type=int, default=5,
-                        help="seconds an idle connection stays open (gunicorn); 0 = Werkzeug, one connection per call")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads running the app (a slow answer holds one; fewer contend less for the GIL)")
     ours = parser.parse_args()
-    serve(sandbox_args(["--host", ours.host, "--port", str(ours.port), "--keep-alive", str(ours.keep_alive)]),
-          wrap=BenchSandbox)
+    os.environ.update(SANDBOX_HOST=ours.host, SANDBOX_PORT=str(ours.port))
+    server = Granian("bench.sandbox_server:app", factory=True, address=ours.host, port=ours.port,
+                     interface=Interfaces.WSGI, http=HTTPModes.http1, websockets=False, workers=1,
+                     blocking_threads=ours.threads, backlog=2048, log_level=LogLevels.warning)
+    server.on_startup(lambda: print(f"SANDBOX_READY http://{ours.host}:{ours.port}", flush=True))
+    server.serve()
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ SANDBOX_JPM_WEBHOOK_URL, SANDBOX_JPM_WEBHOOK_SECRET, SANDBOX_RTP_ROUTING_NUMBERS
 By default Werkzeug's threaded server serves it: it closes the connection after every answer. With ``--keep-alive
 S`` (> 0) gunicorn serves the same app instead — one process (the ledgers live in memory) with gevent's worker, one
 greenlet per connection — and keeps an idle connection open for ``S`` seconds, as a real processor's front end does:
-the benchmarks use it, so that a client's connection reuse is measured and the fake's own per-connection cost does
-not stand in for ours. (gthread, tried first, handed every request of a kept-alive connection from its poller thread
-to one of its 32 threads and back: ~0.5-0.7 ms of the fake's CPU per request, and latency from the threads
-contending for one interpreter lock, all charged to the service in a benchmark; the app itself takes ~0.04 ms.)
+the keep-alive tests use it, to see the clients reuse a connection and drop one the server timed out. (gthread,
+tried first, handed every request of a kept-alive connection from its poller thread to one of its 32 threads and
+back: ~0.5-0.7 ms of the fake's CPU per request, and latency from the threads contending for one interpreter lock.
+The benchmarks serve the same app with granian instead, whose HTTP handling costs the fake less CPU still:
+``bench/sandbox_server.py``.)
 """
 
 from __future__ import annotations
@@ -62,19 +63,23 @@ def main(argv=None) -> None:
     serve(args)
 
 
-def serve(args, wrap=None) -> None:
-    """Serve the sandbox configured by ``args`` (``parse_args``) until interrupted; ``wrap(app)`` may wrap the WSGI
-    app (the benchmarks add bulk-seeding routes). Prints ``SANDBOX_READY <url>`` once listening."""
+def build_app(args) -> SandboxApp:
+    """The sandbox's WSGI app configured by ``args`` (``parse_args``); its development keys created if missing."""
     _, public_key = ensure_dev_keys(args.keys_dir)
     config = SandboxConfig(
         host=args.host, port=args.port, hang_seconds=args.hang_seconds, jpm_public_key_path=str(public_key),
         jpm_webhook_url=args.jpm_webhook_url, jpm_webhook_secret=args.jpm_webhook_secret,
         rtp_routing_numbers=tuple(n.strip() for n in args.rtp_routing_numbers.split(",") if n.strip()),
     )
+    return SandboxApp(config)
+
+
+def serve(args) -> None:
+    """Serve the sandbox configured by ``args`` (``parse_args``) until interrupted. Prints ``SANDBOX_READY <url>``
+    once listening."""
 
     def make_app():
-        app = SandboxApp(config)
-        return wrap(app) if wrap else app
+        return build_app(args)
 
     if args.keep_alive > 0:
         _serve_gunicorn(args, make_app)

@@ -1,6 +1,6 @@
-"""The sandbox served with ``--keep-alive`` (gunicorn's gevent worker, as the benchmarks and the keep-alive tests run
-it): one connection's slow answer does not hold another connection's request, and a kept-alive connection carries
-one request after another."""
+"""The sandbox served with ``--keep-alive`` (gunicorn's gevent worker, as the keep-alive tests run it): one
+connection's slow answer does not hold another connection's request, and a kept-alive connection carries one request
+after another."""
 
 from __future__ import annotations
 
