@@ -53,7 +53,7 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from core.bulk import bulk_insert
@@ -70,6 +70,7 @@ from core.outbox import outbox_envelope
 from core.outbox_push import coalesced_enqueue, kick_delay_seconds, push_deliveries_create, push_kick
 from core.redaction import redact_text
 from core.schedules import ScheduleSpec, register_schedule
+from core.sql import AnyOf
 from core.tasks import job
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,9 @@ def _relay_batch(batch_size: int, stats: RelayStats) -> int:
         published = [event for event in events if event.pk not in blocked]
         stats.held.update(blocked)
         if published:
-            OutboxEvent.objects.filter(pk__in=[e.pk for e in published]).update(published_at=now)
+            # the batch's positions as one array (AnyOf): with a placeholder each, compiling and binding the
+            # statement was ~12 % of a relay process's CPU
+            OutboxEvent.objects.filter(AnyOf(F("position"), [e.pk for e in published])).update(published_at=now)
             created = push_deliveries_create(events=published, now=now)
             stats.push_deliveries += created
             if created:

@@ -29,6 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core.bulk import bulk_insert
 from core.dead_letters import dead_letter_record
 from core.outbox_relay import consumer_backoff, consumer_max_attempts
 from core.redaction import redact_text
@@ -74,11 +75,12 @@ def ts_notification_record_many(*, notifications: list[tuple[str, object, dict]]
     its notification is left alone (the unique event id), and one send run asked for after commit."""
     if not notifications:
         return
-    TransactionServiceNotification.objects.bulk_create(
-        [TransactionServiceNotification(event_id=event_id, payment_id=payment_id, body=body)
-         for event_id, payment_id, body in notifications],
-        ignore_conflicts=True,
-    )
+    # COPY on PostgreSQL (bulk_insert): bulk_create's client-side quoting of the JSON bodies was ~12 % of a relay
+    # process's CPU
+    bulk_insert(TransactionServiceNotification,
+                [TransactionServiceNotification(event_id=event_id, payment_id=payment_id, body=body)
+                 for event_id, payment_id, body in notifications],
+                ignore_conflicts=True)
     from payments.transaction_service_jobs import ts_notify_kick
 
     transaction.on_commit(ts_notify_kick)

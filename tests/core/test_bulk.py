@@ -4,7 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.bulk import bulk_insert
@@ -74,3 +74,48 @@ def test_status_changes_are_stored_as_save_stores_them():
     bulked = list(PaymentStatusChange.objects.order_by("id").values_list(*fields))[2:]
     assert bulked == saved
     assert bulked[0][fields.index("at")] == at
+
+
+def test_ignore_conflicts_leaves_out_the_rows_a_unique_constraint_refuses_and_writes_the_rest():
+    """As ``bulk_create(ignore_conflicts=True)``: a row whose unique ``event_id`` is taken (by a stored row, or by an
+    earlier row of the same call) is left out, the stored row unchanged; the others are written as ``save`` writes
+    them, in list order."""
+    taken = _event(0)
+    taken.save()
+    twin_id = uuid.uuid4()
+    offered = [_event(1), _event(2, event_id=taken.event_id, subject="not-this"), _event(3, event_id=twin_id),
+               _event(4, event_id=twin_id, subject="nor-this")]
+    with transaction.atomic():
+        assert bulk_insert(OutboxEvent, offered, ignore_conflicts=True) == 4
+    stored = list(OutboxEvent.objects.order_by("position"))
+    assert [(e.event_id, e.subject) for e in stored] == [
+        (taken.event_id, "s-0"), (offered[0].event_id, "s-1"), (twin_id, "s-3")]
+    assert stored[1].data == offered[0].data and stored[1].occurred_at == offered[0].occurred_at
+    # a second call in the same transaction (the temporary table is dropped after each) changes nothing more
+    with transaction.atomic():
+        assert bulk_insert(OutboxEvent, offered, ignore_conflicts=True) == 4
+        assert bulk_insert(OutboxEvent, [_event(5)], ignore_conflicts=True) == 1
+    assert OutboxEvent.objects.count() == 4
+
+
+def test_ignore_conflicts_treats_other_constraints_as_bulk_create_does():
+    """Only unique conflicts are ignored on PostgreSQL (``ON CONFLICT DO NOTHING``): a NOT NULL violation still raises
+    and writes none of the rows. SQLite's ``INSERT OR IGNORE`` (``bulk_create``'s) ignores that row too: whatever the
+    backend, ``bulk_insert`` does what ``bulk_create`` does."""
+
+    def outcome(insert) -> tuple[bool, list]:
+        offered = [_event(1, event_id=uuid.UUID(int=1)), _event(2, event_id=uuid.UUID(int=2), type=None)]
+        raised = False
+        try:
+            with transaction.atomic():
+                insert(offered)
+        except IntegrityError:
+            raised = True
+        written = sorted(OutboxEvent.objects.values_list("event_id", flat=True))
+        OutboxEvent.objects.all().delete()
+        return raised, written
+
+    expected = outcome(lambda offered: OutboxEvent.objects.bulk_create(offered, ignore_conflicts=True))
+    assert outcome(lambda offered: bulk_insert(OutboxEvent, offered, ignore_conflicts=True)) == expected
+    if connection.vendor == "postgresql":
+        assert expected == (True, [])
